@@ -1,0 +1,1 @@
+"""One module per `lens` command; each exposes ``register(app)``."""

@@ -1,0 +1,218 @@
+"""The packed HDF5 file: schema constants, a validating reader, and a small writer.
+
+Schema version 1 (documented in docs/DATA_FORMAT.md):
+
+    /images   (N, C, H, W) float16|float32, chunked one image per chunk
+    /labels   (N,) int64, class index, -1 for unlabeled images
+    /split    (N,) int8, 0 = train, 1 = test
+    /fold     (N,) int16, cross-validation fold of a train image, -1 for test or unfolded
+    /source   (N,) utf-8 str, path of the source file relative to its SRC folder
+    /hash     (N,) ascii str, blake2b-128 hex digest of the stored image bytes
+    attrs: schema_version, class_names (JSON list), n_folds, fold_seed, normalize,
+           nan_policy, command, created (ISO 8601 UTC), lens_version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lens.errors import LensError
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "test")
+TRAIN, TEST = 0, 1
+NO_FOLD = -1
+UNLABELED = -1
+REQUIRED_DATASETS = ("images", "labels", "split", "fold", "source", "hash")
+
+
+@dataclass(frozen=True)
+class PackedInfo:
+    """What a reader needs to know about a packed file, validated on open."""
+
+    path: Path
+    n: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    class_names: tuple[str, ...]
+    n_folds: int
+    fold_seed: int | None
+    normalize: str
+    schema_version: int
+    command: str
+    created: str
+    lens_version: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class PackedIndex:
+    """The per-image metadata (everything but the pixels), small enough to hold in memory."""
+
+    labels: np.ndarray  # (N,) int64
+    split: np.ndarray  # (N,) int8
+    fold: np.ndarray  # (N,) int16
+
+    @property
+    def labeled(self) -> bool:
+        return bool((self.labels >= 0).any())
+
+
+def image_hash(image: np.ndarray) -> str:
+    """Content hash of one stored image (its dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{image.dtype.str}{image.shape}".encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+def _open(path: Path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise LensError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise LensError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def read_info(path: str | Path) -> PackedInfo:
+    """Open and validate a packed file; raise LensError naming the file and the problem."""
+    path = Path(path)
+    with _open(path) as f:
+        version = f.attrs.get("schema_version")
+        if version is None:
+            raise LensError(f"{path}: not a lens file (no schema_version attribute)")
+        if int(version) != SCHEMA_VERSION:
+            raise LensError(
+                f"{path}: schema version {int(version)} is not supported by this lens "
+                f"(it reads version {SCHEMA_VERSION}); repack with this version of `lens pack`"
+            )
+        missing = [name for name in REQUIRED_DATASETS if name not in f]
+        if missing:
+            raise LensError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        images = f["images"]
+        if images.ndim != 4:
+            raise LensError(f"{path}: /images has shape {images.shape}, expected (N, C, H, W)")
+        n = images.shape[0]
+        for name in REQUIRED_DATASETS[1:]:
+            if f[name].shape != (n,):
+                raise LensError(f"{path}: /{name} has shape {f[name].shape}, expected ({n},)")
+        try:
+            class_names = tuple(json.loads(f.attrs.get("class_names", "[]")))
+        except json.JSONDecodeError:
+            raise LensError(f"{path}: attribute class_names is not a JSON list") from None
+        fold_seed = f.attrs.get("fold_seed", -1)
+        return PackedInfo(
+            path=path,
+            n=n,
+            channels=images.shape[1],
+            height=images.shape[2],
+            width=images.shape[3],
+            dtype=str(images.dtype),
+            class_names=class_names,
+            n_folds=int(f.attrs.get("n_folds", 0)),
+            fold_seed=None if int(fold_seed) < 0 else int(fold_seed),
+            normalize=str(f.attrs.get("normalize", "none")),
+            schema_version=int(version),
+            command=str(f.attrs.get("command", "")),
+            created=str(f.attrs.get("created", "")),
+            lens_version=str(f.attrs.get("lens_version", "")),
+        )
+
+
+def read_index(path: str | Path) -> PackedIndex:
+    with _open(Path(path)) as f:
+        return PackedIndex(
+            labels=f["labels"][:].astype(np.int64),
+            split=f["split"][:].astype(np.int8),
+            fold=f["fold"][:].astype(np.int16),
+        )
+
+
+def read_sources(path: str | Path) -> list[str]:
+    with _open(Path(path)) as f:
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in f["source"][:]]
+
+
+def read_images(path: str | Path, indices: np.ndarray | None = None) -> np.ndarray:
+    """Images as float32 (n, C, H, W), in the order of ``indices`` (all when None).
+
+    Reads in sorted index order (sequential chunk access) and restores the order asked for.
+    """
+    with _open(Path(path)) as f:
+        ds = f["images"]
+        if indices is None:
+            return ds[:].astype(np.float32, copy=False)
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return np.zeros((0, *ds.shape[1:]), dtype=np.float32)
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        unique, inverse = np.unique(sorted_idx, return_inverse=True)
+        data = ds[unique].astype(np.float32, copy=False)  # h5py needs increasing indices
+        out = np.empty((indices.size, *ds.shape[1:]), dtype=np.float32)
+        out[order] = data[inverse]
+        return out
+
+
+def write_packed(
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    *,
+    split: np.ndarray | None = None,
+    fold: np.ndarray | None = None,
+    sources: list[str] | None = None,
+    n_folds: int = 0,
+    fold_seed: int = -1,
+    normalize: str = "none",
+    nan_policy: str = "error",
+    command: str = "",
+) -> None:
+    """Write a whole in-memory dataset at once (tests, small tools); atomic.
+
+    ``lens pack`` streams large datasets through the same layout (lens.data.pack).
+    """
+    import datetime
+
+    import h5py
+
+    from lens import __version__
+    from lens.atomic import atomic_path
+
+    n = images.shape[0]
+    split = np.zeros(n, np.int8) if split is None else np.asarray(split, np.int8)
+    fold = np.full(n, NO_FOLD, np.int16) if fold is None else np.asarray(fold, np.int16)
+    sources = sources or [f"{i}.npy" for i in range(n)]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]))
+        f.create_dataset("labels", data=np.asarray(labels, np.int64))
+        f.create_dataset("split", data=split)
+        f.create_dataset("fold", data=fold)
+        f.create_dataset("source", data=sources, dtype=h5py.string_dtype())
+        f.create_dataset("hash", data=[image_hash(im) for im in images], dtype=h5py.string_dtype())
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            class_names=json.dumps(list(class_names)),
+            n_folds=n_folds,
+            fold_seed=fold_seed,
+            normalize=normalize,
+            nan_policy=nan_policy,
+            command=command,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            lens_version=__version__,
+        )
