@@ -5,6 +5,9 @@ from lens import augment
 from lens.augment import AugmentConfig
 from lens.errors import LensError
 
+# the CUDA cases run where a GPU is present; CI has none and runs the CPU cases
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def _batch(n: int = 16, c: int = 2, size: int = 9, seed: int = 0) -> torch.Tensor:
     # distinct pixel values so that any permutation is identifiable
@@ -125,17 +128,32 @@ def test_gaussian_blur_preserves_flux_and_smooths():
     assert torch.allclose(augment.gaussian_blur(const, 2.0), const)
 
 
-def test_apply_is_deterministic_keeps_shape_device_dtype():
+@pytest.mark.parametrize("device", DEVICES)
+def test_apply_is_deterministic_keeps_shape_device_dtype(device):
     cfg = AugmentConfig(dihedral=True, max_shift=2, noise_sigma=0.05, brightness=0.1,
                         contrast=0.1)
-    x = torch.rand(6, 3, 16, 16).to(memory_format=torch.channels_last)
-    a = augment.apply(x, cfg, torch.Generator().manual_seed(7))
-    b = augment.apply(x, cfg, torch.Generator().manual_seed(7))
-    c = augment.apply(x, cfg, torch.Generator().manual_seed(8))
+    x = torch.rand(6, 3, 16, 16, device=device).to(memory_format=torch.channels_last)
+
+    def gen(seed: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(seed)
+
+    a = augment.apply(x, cfg, gen(7))
+    b = augment.apply(x, cfg, gen(7))
+    c = augment.apply(x, cfg, gen(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and a.device == x.device and a.dtype == x.dtype
-    half = augment.apply(x.to(torch.bfloat16), cfg, torch.Generator().manual_seed(7))
-    assert half.dtype == torch.bfloat16
+    half = augment.apply(x.to(torch.bfloat16), cfg, gen(7))
+    assert half.dtype == torch.bfloat16 and half.device == x.device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_cpu_generator_gives_the_same_images_on_every_device(device):
+    cfg = AugmentConfig(dihedral=True, max_shift=3)
+    x = _batch(16, size=12)
+    on_cpu = augment.apply(x, cfg, torch.Generator().manual_seed(3))
+    on_device = augment.apply(x.to(device), cfg, torch.Generator().manual_seed(3))
+    assert on_device.device.type == device
+    assert torch.equal(on_device.cpu(), on_cpu)
 
 
 def test_apply_with_nothing_on_is_identity():

@@ -8,6 +8,8 @@ from lens.models.vit import choose_patch_size
 
 torch.set_num_threads(2)
 
+# the CUDA cases run where a GPU is present; CI has none and runs the CPU cases
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FEATURE_DIMS = {"resnet18": 512, "cnn_attention": 256, "vit_tiny": 192}
 
 
@@ -36,13 +38,16 @@ def test_backbone_feature_shapes(name, channels, size):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(FEATURE_DIMS))
-def test_classifier_runs_channels_last_under_autocast(name):
+def test_classifier_runs_channels_last_under_autocast(name, device):
     torch.manual_seed(0)
-    model = build_classifier(name, 3, 32, num_classes=3).to(memory_format=torch.channels_last)
-    x = torch.rand(4, 3, 32, 32).to(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    model = build_classifier(name, 3, 32, num_classes=3)
+    model = model.to(device, memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
+    with torch.autocast(device, dtype=torch.bfloat16):
         logits = model(x)
+    assert torch.isfinite(logits.float()).all()
     assert logits.shape == (4, 3)
     logits.float().sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -16,6 +16,8 @@ from lens.ssl.rotation import Rotation
 torch.set_num_threads(2)
 
 SIZE = 16
+# the CUDA cases run where a GPU is present; CI has none and runs the CPU cases
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 class TinyBackbone(nn.Module):
@@ -87,10 +89,11 @@ def test_nt_xent_is_low_for_aligned_views_and_checks_input():
         nt_xent(z, z[:4], 0.5)
 
 
-def test_nt_xent_under_autocast_stays_float32():
+@pytest.mark.parametrize("device", DEVICES)
+def test_nt_xent_under_autocast_stays_float32(device):
     z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = nt_xent(z1.bfloat16(), z2.bfloat16(), 0.5)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss = nt_xent(z1.to(device).bfloat16(), z2.to(device).bfloat16(), 0.5)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=2e-2)
 
@@ -262,6 +265,22 @@ def test_each_method_learns_on_a_tiny_batch(name):
         opt.step()
         method.after_step()
     assert evaluate() < 0.9 * start
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_trains_channels_last_under_autocast(name, device):
+    """As the training loop runs it: bf16 autocast, channels_last, a device generator."""
+    method = make(name).to(device, memory_format=torch.channels_last)
+    x = blobs(8).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss = method(x, torch.Generator(device=device).manual_seed(0))
+    assert loss.dim() == 0 and loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    method.after_step()
+    assert all(torch.isfinite(p).all() for p in method.parameters())
 
 
 def test_methods_expose_backbone_and_defaults():
