@@ -1,0 +1,1 @@
+"""Running lens on Slurm: profiles, plans, container commands, sbatch scripts, Slurm CLI."""
