@@ -23,7 +23,9 @@ def simulate(
     unlabeled: bool = typer.Option(
         False, "--unlabeled", help="Write OUT/<k*C+c>.npy in one folder (for pretraining)."
     ),
-    preset: str = typer.Option("model-i", "--preset", help="Physics preset: model-i."),
+    preset: str = typer.Option(
+        "model-i", "--preset", help="model-i (the documented physics) or common-test-i."
+    ),
     params: Path | None = typer.Option(
         None, "--params", help="TOML file of `name = value` lines overriding preset parameters."
     ),
@@ -45,6 +47,8 @@ def simulate(
       lens simulate data/small --per-class 50 --size 64 --seed 3
 
       lens simulate data/lf --dataset lensfinding --per-class 500
+
+      lens simulate data/ct1 --preset common-test-i --per-class 10000
 
       lens simulate data/custom --params my_physics.toml
 

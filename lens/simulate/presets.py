@@ -165,8 +165,32 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(SimParams)]
 
 
+MODEL_I = SimParams()
+
+# Calibrated on the public Common Test I files: every summary statistic of docs/SIMULATION.md
+# within half a real standard deviation of the real mean (tests/test_stats_calibration.py).
+COMMON_TEST_I = dataclasses.replace(
+    MODEL_I,
+    # smaller rings (23 px, not 26): a lighter main halo
+    lens_mass=0.92e12,
+    # light elongated along x (horizontal elongation 0.34, not 0.07): stronger external shear
+    shear_gamma1=0.19,
+    # twice the light above the background and twice the bright pixels: a larger, brighter
+    # source, a little closer to the optical axis (more complete rings)
+    source_r_sersic=0.38,
+    source_amp=43.0,
+    source_center_max=0.33,
+    # a faint, smooth background (std 0.004 of the peak, not 0.025): photon noise of a
+    # uniform sky instead of Gaussian read noise, and a nearly constant exposure time
+    background_rms=0.0,
+    sky_brightness=2.5,
+    exposure_log10_min=3.4,
+    exposure_log10_max=3.5,
+)
+
 PRESETS: dict[str, SimParams] = {
-    "model-i": SimParams(),
+    "model-i": MODEL_I,
+    "common-test-i": COMMON_TEST_I,
 }
 
 
