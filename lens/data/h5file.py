@@ -2,7 +2,7 @@
 
 Schema version 1 (documented in docs/DATA_FORMAT.md):
 
-    /images   (N, C, H, W) float16|float32, chunked one image per chunk
+    /images   (N, C, H, W) float16|float32 (little-endian), contiguous
     /labels   (N,) int64, class index, -1 for unlabeled images
     /split    (N,) int8, 0 = train, 1 = test
     /fold     (N,) int16, cross-validation fold of a train image, -1 for test or unfolded
@@ -72,7 +72,7 @@ def image_hash(image: np.ndarray) -> str:
     """Content hash of one stored image (its dtype, shape and bytes)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{image.dtype.str}{image.shape}".encode())
-    h.update(np.ascontiguousarray(image).tobytes())
+    h.update(np.ascontiguousarray(image).reshape(-1).view(np.uint8))  # the bytes, no copy
     return h.hexdigest()
 
 
@@ -150,7 +150,7 @@ def read_sources(path: str | Path) -> list[str]:
 def read_images(path: str | Path, indices: np.ndarray | None = None) -> np.ndarray:
     """Images as float32 (n, C, H, W), in the order of ``indices`` (all when None).
 
-    Reads in sorted index order (sequential chunk access) and restores the order asked for.
+    Reads in sorted index order (sequential file access) and restores the order asked for.
     """
     with _open(Path(path)) as f:
         ds = f["images"]
@@ -166,6 +166,74 @@ def read_images(path: str | Path, indices: np.ndarray | None = None) -> np.ndarr
         out = np.empty((indices.size, *ds.shape[1:]), dtype=np.float32)
         out[order] = data[inverse]
         return out
+
+
+def create_datasets(
+    f,
+    shape: tuple[int, int, int, int],
+    dtype: str,
+    labels: np.ndarray,
+    split: np.ndarray,
+    fold: np.ndarray,
+    sources: list[str],
+):
+    """Create the schema's datasets in an open h5py file; return /images to be filled.
+
+    /images is contiguous and allocated now (no fill): image i is one byte range, so a
+    reader's random access costs one seek, and ``lens pack`` can write the pixels straight
+    to the file at ``images.id.get_offset()``. /hash is written last (``write_hashes``).
+    """
+    import h5py
+
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    # little-endian on disk whatever the machine, so raw writes of '<' arrays are exact
+    images = f.create_dataset(
+        "images", shape=shape, dtype=np.dtype(dtype).newbyteorder("<"), dcpl=dcpl
+    )
+    f.create_dataset("labels", data=np.asarray(labels, np.int64))
+    f.create_dataset("split", data=np.asarray(split, np.int8))
+    f.create_dataset("fold", data=np.asarray(fold, np.int16))
+    f.create_dataset("source", data=sources, dtype=h5py.string_dtype())
+    return images
+
+
+def write_hashes(f, hashes: list[str]) -> None:
+    import h5py
+
+    f.create_dataset("hash", data=hashes, dtype=h5py.string_dtype())
+
+
+def write_attrs(
+    f,
+    class_names: list[str] | tuple[str, ...],
+    *,
+    n_folds: int,
+    fold_seed: int,
+    normalize: str,
+    nan_policy: str,
+    command: str,
+    **extra: int | str,
+) -> None:
+    """The schema's attributes, plus optional ``extra`` ones (readers must not require them)."""
+    import datetime
+
+    from lens import __version__
+
+    f.attrs.update(
+        schema_version=SCHEMA_VERSION,
+        class_names=json.dumps(list(class_names)),
+        n_folds=n_folds,
+        fold_seed=fold_seed,
+        normalize=normalize,
+        nan_policy=nan_policy,
+        command=command,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        lens_version=__version__,
+        **extra,
+    )
 
 
 def write_packed(
@@ -187,11 +255,8 @@ def write_packed(
 
     ``lens pack`` streams large datasets through the same layout (lens.data.pack).
     """
-    import datetime
-
     import h5py
 
-    from lens import __version__
     from lens.atomic import atomic_path
 
     n = images.shape[0]
@@ -199,20 +264,15 @@ def write_packed(
     fold = np.full(n, NO_FOLD, np.int16) if fold is None else np.asarray(fold, np.int16)
     sources = sources or [f"{i}.npy" for i in range(n)]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("images", data=images, chunks=(1, *images.shape[1:]))
-        f.create_dataset("labels", data=np.asarray(labels, np.int64))
-        f.create_dataset("split", data=split)
-        f.create_dataset("fold", data=fold)
-        f.create_dataset("source", data=sources, dtype=h5py.string_dtype())
-        f.create_dataset("hash", data=[image_hash(im) for im in images], dtype=h5py.string_dtype())
-        f.attrs.update(
-            schema_version=SCHEMA_VERSION,
-            class_names=json.dumps(list(class_names)),
+        ds = create_datasets(f, images.shape, images.dtype, labels, split, fold, sources)
+        ds[...] = images
+        write_hashes(f, [image_hash(im) for im in images])
+        write_attrs(
+            f,
+            class_names,
             n_folds=n_folds,
             fold_seed=fold_seed,
             normalize=normalize,
             nan_policy=nan_policy,
             command=command,
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            lens_version=__version__,
         )

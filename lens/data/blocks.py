@@ -1,0 +1,83 @@
+"""The work done on a block of files, in a worker process or inline: read headers, or decode,
+transform and hash images into a buffer (a shared-memory slot when there are workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lens.data.h5file import image_hash
+from lens.data.readers import Header, ImageReadError, read_header, read_image
+from lens.data.transforms import Transform, apply
+
+
+def read_headers(paths: tuple[str, ...]) -> list[Header | str]:
+    """Each file's header, or the reason it cannot be read."""
+    out: list[Header | str] = []
+    for path in paths:
+        try:
+            out.append(read_header(path))
+        except ImageReadError as exc:
+            out.append(str(exc))
+    return out
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    paths: tuple[str, ...]
+    shape: tuple[int, int, int]  # stored (C, H, W)
+    transform: Transform
+    shm_name: str | None = None  # write into this shared memory...
+    offset: int = 0  # ...at this byte offset; None: into the ``out`` given inline
+
+
+@dataclass
+class DecodeResult:
+    hashes: list[str] = field(default_factory=list)  # "" where the image failed
+    nonfinite: list[int] = field(default_factory=list)  # indices in the block
+    overflow: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+_attached: dict[str, object] = {}  # shared memory attached by this worker, by name
+
+
+def _shared_block(job: DecodeJob) -> np.ndarray:
+    from multiprocessing import shared_memory
+
+    shm = _attached.get(job.shm_name or "")
+    if shm is None:
+        shm = shared_memory.SharedMemory(name=job.shm_name)
+        _attached[job.shm_name or ""] = shm
+    return np.ndarray(
+        (len(job.paths), *job.shape),
+        dtype=np.dtype(job.transform.dtype).newbyteorder("<"),
+        buffer=shm.buf,  # type: ignore[attr-defined]
+        offset=job.offset,
+    )
+
+
+def decode(job: DecodeJob, out: np.ndarray | None = None) -> DecodeResult:
+    """Decode ``job.paths`` into ``out`` (or the job's shared-memory slot)."""
+    if out is None:
+        out = _shared_block(job)
+    result = DecodeResult()
+    c, h, w = job.shape
+    t = job.transform
+    for i, path in enumerate(job.paths):
+        try:
+            image = read_image(path)
+            if image.shape[0] != c or t.output_hw(*image.shape[1:]) != (h, w):
+                raise ImageReadError(f"shape {image.shape} changed since it was checked")
+        except (ImageReadError, ValueError) as exc:
+            result.errors.append((i, str(exc)))
+            result.hashes.append("")
+            continue
+        nonfinite, overflow = apply(image, t, out[i])
+        if nonfinite:
+            result.nonfinite.append(i)
+        if overflow:
+            result.overflow.append(i)
+        result.hashes.append(image_hash(out[i]))
+    return result
