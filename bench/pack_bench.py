@@ -1,0 +1,224 @@
+"""Speed and memory of `lens pack` against reading the same files raw.
+
+    python bench/pack_bench.py                                    # N = 4,000 and 16,000
+    python bench/pack_bench.py --n 37500 --workers 2 --reps 1     # Common Test I size: memory
+
+For each N, generates N DeepLense-format files (float64 (1, 150, 150) .npy, values on a
+lattice of 700 levels, class folders no/sphere/vort) in a temporary folder, reads them all
+once (so every timing below starts from the page cache), then repeats --reps times:
+
+  raw    np.load of every file, in sorted order, in this process (the baseline)
+  pack   `python -m lens pack SRC OUT --workers W` in a child process, for each W: wall
+         time of the whole command (interpreter start included), the packer's own time
+         (from its summary), CPU seconds of the process tree, and its peak memory, sampled
+         every 20 ms from /proc: the sum of RSS over the tree (counts shared memory once
+         per process, an upper bound) and the sum of PSS (shared pages split between
+         processes)
+
+Reports medians over the repetitions; throughput in images/s and MB/s of source files.
+Prints one JSON object and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("no", "sphere", "vort")
+SHAPE = (1, 150, 150)
+FILE_BYTES = 128 + 8 * 150 * 150  # what np.save writes for this shape and dtype
+
+
+def generate(root: Path, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.integers(0, 701, size=SHAPE) / 700.0  # float64 in [0, 1], 700 levels
+        np.save(root / CLASSES[i % 3] / f"{i}.npy", image)
+
+
+def files_of(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.glob("*/*.npy"))
+
+
+def raw_read(files: list[str]) -> float:
+    start = time.perf_counter()
+    for f in files:
+        np.load(f, allow_pickle=False)
+    return time.perf_counter() - start
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _tree_memory(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over ``root`` and its descendants."""
+    tree = _children()
+    pids, rss, pss = [root], 0, 0
+    while pids:
+        pid = pids.pop()
+        pids += tree.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, pss
+
+
+def run_pack(src: Path, out: Path, workers: int) -> dict[str, float]:
+    if out.exists():
+        out.unlink()
+    cmd = [sys.executable, "-m", "lens", "pack", str(src), str(out), "--workers", str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0, 0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss, pss = _tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"lens pack failed ({proc.returncode}):\n{stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    inner = re.search(r" in ([\d.]+) s \(", stdout)
+    return {
+        "wall_s": wall,
+        "pack_s": float(inner.group(1)) if inner else float("nan"),
+        "cpu_s": cpu,
+        "peak_rss_mib": peak[0] / 2**20,
+        "peak_pss_mib": peak[1] / 2**20,
+    }
+
+
+def machine() -> dict[str, object]:
+    model = platform.processor()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                     if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        pass
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def bench_n(base: Path, n: int, workers: list[int], reps: int) -> dict[str, object]:
+    src = base / f"n{n}"
+    t = time.perf_counter()
+    generate(src, n)
+    generated = time.perf_counter() - t
+    files = files_of(src)
+    raw_read(files)  # warm the page cache; not timed
+    raws: list[float] = []
+    packs: dict[int, list[dict[str, float]]] = {w: [] for w in workers}
+    for _ in range(reps):  # interleaved, so every method sees the same machine load
+        raws.append(raw_read(files))
+        for w in workers:
+            packs[w].append(run_pack(src, base / f"n{n}.h5", w))
+    raw_s = statistics.median(raws)
+    mb = n * FILE_BYTES / 1e6
+    result: dict[str, object] = {
+        "n": n, "generate_s": round(generated, 1),
+        "raw": {
+            "s": round(raw_s, 3),
+            "images_per_s": round(n / raw_s),
+            "mb_per_s": round(mb / raw_s),
+        },
+    }
+    for w, runs in packs.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        result[f"pack_w{w}"] = {
+            "wall_s": round(med["wall_s"], 2), "pack_s": round(med["pack_s"], 2),
+            "images_per_s": round(n / med["wall_s"]), "mb_per_s": round(mb / med["wall_s"]),
+            "ratio_to_raw": round(raw_s / med["wall_s"], 3),
+            "cpu_us_per_image": round(med["cpu_s"] / n * 1e6),
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+            "peak_pss_mib": round(max(r["peak_pss_mib"] for r in runs)),
+        }
+    shutil.rmtree(src)
+    (base / f"n{n}.h5").unlink(missing_ok=True)
+    return result
+
+
+def markdown(results: list[dict[str, object]], workers: list[int]) -> str:
+    lines = ["| N | method | images/s | MB/s | pack/raw | CPU µs/image | peak RSS (tree) | "
+             "peak PSS (tree) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        raw = r["raw"]
+        lines.append(f"| {r['n']:,} | raw `np.load` loop | {raw['images_per_s']:,} | "
+                     f"{raw['mb_per_s']:,} | 1 | | | |")
+        for w in workers:
+            p = r[f"pack_w{w}"]
+            lines.append(
+                f"| {r['n']:,} | `lens pack --workers {w}` | {p['images_per_s']:,} | "
+                f"{p['mb_per_s']:,} | {p['ratio_to_raw']:.2f} | {p['cpu_us_per_image']} | "
+                f"{p['peak_rss_mib']} MiB | {p['peak_pss_mib']} MiB |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[4000, 16000])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to generate the files")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="pack_bench_", dir=args.dir))
+    load_before = os.getloadavg()
+    try:
+        results = [bench_n(base, n, args.workers, args.reps) for n in args.n]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    report = {"machine": machine(), "command": " ".join(sys.argv), "reps": args.reps,
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "results": results}
+    print(json.dumps(report, indent=2))
+    print(markdown(results, args.workers))
+
+
+if __name__ == "__main__":
+    main()
