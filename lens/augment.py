@@ -14,6 +14,7 @@ mild brightness/contrast. No hue, grayscale, solarisation or arbitrary-angle rot
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -46,6 +47,7 @@ def _check_batch(x: Tensor, square: bool = False) -> None:
         raise LensError(f"rotations need square images, got H x W = {x.shape[-2]} x {x.shape[-1]}")
 
 
+@functools.lru_cache(maxsize=16)
 def _dihedral_index(size: int, device: torch.device) -> Tensor:
     """(8, size*size) table: row t lists, for each output pixel, its source pixel under D4[t]."""
     grid = torch.arange(size * size, device=device).view(size, size)

@@ -305,5 +305,10 @@ def test_unknown_params_and_names_are_clear_errors():
         make("byol", momentum=1.5)
     with pytest.raises(LensError, match="max_shift"):
         make("byol", max_shift=-2)
+    with pytest.raises(LensError, match="hidden_dim must be of type int"):
+        make("simclr", hidden_dim=1.5)
+    with pytest.raises(LensError, match="all_rotations must be of type bool"):
+        make("rotation", all_rotations=1)
+    assert make("simclr", temperature=1).params.temperature == 1.0
     with pytest.raises(LensError, match="feature_dim"):
         METHODS["rotation"](TinyBackbone(), 0)

@@ -20,7 +20,26 @@ def parse_params(method: str, params_cls: type, given: dict[str, Any]) -> Any:
         raise LensError(
             f"unknown param(s) {unknown} for ssl method {method!r}; valid params: {defaults}"
         )
-    return params_cls(**given)
+    defaults = asdict(params_cls())
+    values = {key: _typed(method, key, value, defaults[key]) for key, value in given.items()}
+    return params_cls(**values)
+
+
+def _typed(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (an int is a fine float), else a LensError."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise LensError(f"ssl method {method!r}: {key} must be of type "
+                        f"{type(default).__name__} (default {default!r}), got {value!r}")
+    return value
 
 
 def check(ok: bool, method: str, key: str, value: Any, expected: str) -> None:
