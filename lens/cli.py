@@ -68,7 +68,7 @@ for _name in COMMANDS:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: LensError becomes a one-line message and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except LensError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
@@ -80,9 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # duck-typed: recent typer vendors click, so `import click` may fail
+        exit_code = getattr(exc, "exit_code", None)
+        if callable(getattr(exc, "show", None)) and isinstance(exit_code, int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:  # recent typer returns Exit codes (130: Ctrl-C) here
+        if code == 130:
+            typer.secho("interrupted", err=True, fg=typer.colors.RED)
+        sys.exit(code)
