@@ -132,3 +132,18 @@ def test_summary_golden():
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
+
+
+def test_console_exit_codes_for_interrupt_and_usage_errors(tmp_path, monkeypatch, capsys):
+    dataset(tmp_path / "ds")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lens.data.pack.pack", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", str(tmp_path / "ds"), str(tmp_path / "o.h5")])
+    assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", str(tmp_path / "ds"), str(tmp_path / "o.h5"), "--normalize", "bogus"])
+    assert exit_info.value.code == 2 and "--normalize" in capsys.readouterr().err
