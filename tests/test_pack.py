@@ -299,3 +299,30 @@ def test_options_from_mapping_rejects_unknown_keys():
     assert PackOptions.from_mapping({"folds": 5, "labels": ["a=b"]}).labels == ("a=b",)
     with pytest.raises(LensError, match=r"unknown pack option\(s\) fold; valid: normalize"):
         PackOptions.from_mapping({"fold": 5})
+
+
+def test_ctrl_c_on_the_command_with_workers(tmp_path):
+    """A real SIGINT to the process group of `lens pack --workers 2` mid-stream."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        save(tmp_path / "ds" / ("a", "b")[i % 2] / f"{i}.npy",
+             rng.random((1, 100, 100)).astype(np.float32))
+    out = tmp_path / "o.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lens", "pack", str(tmp_path / "ds"), str(out), "--workers", "2"],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # until the temporary file exists: streaming has begun
+    assert proc.poll() is None, "pack finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not out.exists() and leftovers(tmp_path) == []

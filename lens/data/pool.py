@@ -45,13 +45,25 @@ class Pool:
     def __enter__(self) -> Pool:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            self._kill()  # Ctrl-C or an error: do not wait for (possibly stuck) decoding
         self.close()
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+    def _kill(self) -> None:
+        if self._executor is None:
+            return
+        terminate = getattr(self._executor, "terminate_workers", None)  # Python >= 3.14
+        if terminate is not None:
+            terminate()
+            return
+        for process in list((getattr(self._executor, "_processes", None) or {}).values()):
+            process.terminate()
 
     def imap(self, fn: Callable[[J], R], jobs: Iterable[J], depth: int) -> Iterator[R]:
         """``fn(job)`` for every job, in job order, at most ``depth`` in flight."""
