@@ -393,7 +393,8 @@ def packed(path: Path, n: int = 12, folds: int = 3, size: int = 8) -> Path:
     labels = np.arange(n) % 2
     images = rng.normal(size=(n, 1, size, size)).astype(np.float32)
     images[labels == 1, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 3.0
-    write_packed(path, images, labels, ["no", "sub"], fold=np.arange(n) % folds, n_folds=folds)
+    fold = (np.arange(n) // 2) % folds  # both classes in every fold
+    write_packed(path, images, labels, ["no", "sub"], fold=fold, n_folds=folds)
     return path
 
 

@@ -76,10 +76,47 @@ cluster_ready() {
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the daemons need it (there is no sudo here)"
 
-# ---- quick exit when the cluster is already up -------------------------------------------
+# ---- configuration, from this machine ----------------------------------------------------
+# render_configs DIR: slurm.conf, slurmdbd.conf and cgroup.conf for this machine into DIR.
+render_configs() {
+    local dir=$1 host node real_mem margin mem cpus def_mem node_line db_pass
+    host=$(hostname -s)
+    node=$(slurmd -C | head -n 1)  # NodeName=<host> CPUs=.. Boards=.. ... RealMemory=<MiB>
+    [[ "$node" =~ RealMemory=([0-9]+) ]] || die "cannot read the node size from 'slurmd -C': $node"
+    real_mem=${BASH_REMATCH[1]}
+    margin=$((real_mem / 10 > 1024 ? real_mem / 10 : 1024))  # for the OS and the daemons
+    mem=$((real_mem - margin))
+    [[ "$node" =~ CPUs=([0-9]+) ]] || die "cannot read the CPU count from 'slurmd -C': $node"
+    cpus=${BASH_REMATCH[1]}
+    def_mem=$((mem / cpus / 2))
+    node_line="$host $(sed -E "s/^NodeName=[^ ]+ //; s/RealMemory=[0-9]+/RealMemory=$mem/" <<<"$node")"
+    [[ -s "$STATE/db-password" ]] \
+        || (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/db-password")
+    db_pass=$(cat "$STATE/db-password")
+    local name
+    for name in slurm.conf slurmdbd.conf cgroup.conf; do
+        sed -e "s|@HOST@|$host|g" -e "s|@STATE@|$STATE|g" -e "s|@NODE_LINE@|$node_line|g" \
+            -e "s|@DEF_MEM_PER_CPU@|$def_mem|g" -e "s|@DB_USER@|$DB_USER|g" \
+            -e "s|@DB_PASS@|$db_pass|g" -e "s|@DB_NAME@|$DB_NAME|g" \
+            "$HERE/$name.in" >"$dir/$name"
+    done
+    chmod 600 "$dir/slurmdbd.conf"  # slurmdbd refuses a readable one
+}
+
+# ---- quick exit when the cluster is already up (with this configuration) -----------------
 if pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid" && cluster_ready; then
-    say "already up ($(sinfo -h -o '%P %D node(s) %T' | head -n 1))"
-    exit 0
+    fresh=$(mktemp -d)
+    render_configs "$fresh"
+    if cmp -s "$fresh/slurm.conf" "$ETC/slurm.conf" \
+        && cmp -s "$fresh/slurmdbd.conf" "$ETC/slurmdbd.conf" \
+        && cmp -s "$fresh/cgroup.conf" "$ETC/cgroup.conf"; then
+        rm -rf "$fresh"
+        say "already up ($(sinfo -h -o '%P %D node(s) %T' | head -n 1))"
+        exit 0
+    fi
+    rm -rf "$fresh"
+    say "the configuration changed: restarting the cluster"
+    bash "$HERE/stop.sh"
 fi
 start_time=$SECONDS
 
@@ -99,34 +136,14 @@ if ((${#missing[@]})); then
 fi
 
 mkdir -p "$STATE"/{ctld,spool,mysql} "$LOG" "$RUN" "$ETC"
-
-# ---- configuration, from this machine ----------------------------------------------------
+fresh=$(mktemp -d)
+render_configs "$fresh"
+for name in slurm.conf slurmdbd.conf cgroup.conf; do
+    mv "$fresh/$name" "$ETC/$name"
+done
+rmdir "$fresh"
 host=$(hostname -s)
-node=$(slurmd -C | head -n 1)  # NodeName=<host> CPUs=.. Boards=.. ... RealMemory=<MiB>
-[[ "$node" =~ RealMemory=([0-9]+) ]] || die "cannot read the node size from 'slurmd -C': $node"
-real_mem=${BASH_REMATCH[1]}
-margin=$((real_mem / 10 > 1024 ? real_mem / 10 : 1024))  # for the OS and the daemons
-mem=$((real_mem - margin))
-[[ "$node" =~ CPUs=([0-9]+) ]] || die "cannot read the CPU count from 'slurmd -C': $node"
-cpus=${BASH_REMATCH[1]}
-def_mem=$((mem / cpus / 2))
-node_line=$(sed -E "s/^NodeName=[^ ]+ //; s/RealMemory=[0-9]+/RealMemory=$mem/" <<<"$node")
-node_line="$host $node_line"
-
-db_pass_file=$STATE/db-password
-[[ -s "$db_pass_file" ]] || (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$db_pass_file")
-db_pass=$(cat "$db_pass_file")
-
-render() {  # render TEMPLATE DEST MODE
-    sed -e "s|@HOST@|$host|g" -e "s|@STATE@|$STATE|g" -e "s|@NODE_LINE@|$node_line|g" \
-        -e "s|@DEF_MEM_PER_CPU@|$def_mem|g" -e "s|@DB_USER@|$DB_USER|g" \
-        -e "s|@DB_PASS@|$db_pass|g" -e "s|@DB_NAME@|$DB_NAME|g" "$1" >"$2.tmp"
-    chmod "$3" "$2.tmp"
-    mv "$2.tmp" "$2"
-}
-render "$HERE/slurm.conf.in" "$ETC/slurm.conf" 644
-render "$HERE/slurmdbd.conf.in" "$ETC/slurmdbd.conf" 600  # slurmdbd refuses a readable one
-render "$HERE/cgroup.conf.in" "$ETC/cgroup.conf" 644
+db_pass=$(cat "$STATE/db-password")
 
 # ---- munge -------------------------------------------------------------------------------
 if ! pgrep -u munge -x munged >/dev/null; then
