@@ -200,12 +200,15 @@ def test_nan_zero_replaces_and_reports(tmp_path):
         assert f.attrs["nan_policy"] == "zero" and f.attrs["nan_replaced"] == 2
 
 
-def test_float16_overflow_is_an_error(tmp_path):
+def test_overflow_of_the_stored_dtype_is_an_error(tmp_path):
     save(tmp_path / "ds/a/0.npy", np.full((3, 3), 1e6))
     save(tmp_path / "ds/b/0.npy", np.ones((3, 3)))
     with pytest.raises(LensError, match="too large for float16"):
         pack([tmp_path / "ds"], tmp_path / "o.h5", PackOptions(dtype="float16"))
     pack([tmp_path / "ds"], tmp_path / "o.h5", PackOptions(dtype="float16", normalize="minmax"))
+    save(tmp_path / "ds/a/1.npy", np.full((3, 3), 1e300))
+    with pytest.raises(LensError, match=r"(?s)too large for float32.*a/1.npy"):
+        pack([tmp_path / "ds"], tmp_path / "p.h5", PackOptions())
 
 
 def test_folds_stratified_and_independent_of_file_order(tmp_path):

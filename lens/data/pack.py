@@ -327,7 +327,8 @@ def _collect(
             nan_replaced.append(sources[start + i])
     for i in result.overflow:
         problems.add(
-            "values too large for float16 (use --normalize minmax or --dtype float32)",
+            f"values too large for {t.dtype} (use --normalize minmax"
+            + (" or --dtype float32)" if t.dtype == "float16" else ")"),
             paths[start + i],
         )
 

@@ -51,8 +51,14 @@ def apply(image: np.ndarray, t: Transform, out: np.ndarray) -> tuple[bool, bool]
 
     Returns (had_nonfinite, overflow). With ``nan="error"`` a non-finite image is not
     transformed (the pack fails anyway). ``overflow``: a finite value is too large for the
-    stored dtype (float16 above 65504).
+    stored dtype (float16 above 65504, float32 above 3.4e38).
     """
+    if t.crop is None and t.size is None and t.normalize == "none":
+        # The common case, cheapest first: cast, then check only the (smaller) result.
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.copyto(out, image, casting="unsafe")
+        if np.isfinite(out).all():
+            return False, False
     x = image
     nonfinite = x.dtype.kind == "f" and not np.isfinite(x).all()
     if nonfinite:
@@ -65,10 +71,9 @@ def apply(image: np.ndarray, t: Transform, out: np.ndarray) -> tuple[bool, bool]
         x = _resize(x, t.size)
     if t.normalize == "minmax":
         x = _minmax(x)
-    with np.errstate(over="ignore"):  # float16 overflow is reported, not warned about
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported, not warned
         np.copyto(out, x, casting="unsafe")
-    overflow = out.dtype == np.float16 and not np.isfinite(out).all()
-    return nonfinite, overflow
+    return nonfinite, not np.isfinite(out).all()
 
 
 def _centre_crop(x: np.ndarray, n: int) -> np.ndarray:
