@@ -61,8 +61,8 @@ def test_help_has_examples():
 
 def test_classify_writes_the_task_files(classify_run, data_file):
     files = sorted(p.name for p in classify_run.iterdir())
-    assert files == ["checkpoint.pt", "config.json", "metrics.jsonl", "predictions.npz",
-                     "result.json"]
+    assert files == ["checkpoint.pt", "config.json", "metrics.jsonl", "model.pt",
+                     "predictions.npz", "result.json"]
     result = json.loads((classify_run / "result.json").read_text())
     assert result["status"] == "completed" and result["stage"] == "classify"
     assert result["fold"] == 1 and result["epochs"] == 2 and result["restarts"] == 0

@@ -1,4 +1,4 @@
-"""The task's output files: result.json and predictions.npz (rank 0, atomic)."""
+"""The task's output files: result.json, predictions.npz and model.pt (rank 0, atomic)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from lens import __version__, atomic
+from lens.data.h5file import PackedInfo
 from lens.train.context import TaskContext
 from lens.train.loop import Progress
 
@@ -63,3 +64,31 @@ def write_predictions(ctx: TaskContext, arrays: dict[str, np.ndarray]) -> None:
     if ctx.dist.is_main:
         with atomic.atomic_path(ctx.path("predictions.npz")) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
+
+
+MODEL_FORMAT = "lens-model-1"
+
+
+def training_data(info: PackedInfo) -> dict[str, Any]:
+    """How the training images were packed: what inference must reproduce (`lens predict`)."""
+    import h5py
+
+    with h5py.File(info.path, "r") as f:
+        attrs = {k: f.attrs[k] for k in ("nan_policy", "size", "crop") if k in f.attrs}
+    return {"path": str(info.path), "created": info.created, "channels": info.channels,
+            "height": info.height, "width": info.width, "class_names": list(info.class_names),
+            "normalize": info.normalize, "dtype": info.dtype,
+            "nan_policy": str(attrs.get("nan_policy", "error")),
+            "size": int(attrs.get("size", 0)), "crop": int(attrs.get("crop", 0))}
+
+
+def write_model(ctx: TaskContext, model: Any) -> None:
+    """model.pt: the final weights, the config and the training data's packing, so that
+    inference rebuilds and checks the model without the checkpoint or the training file."""
+    if ctx.dist.is_main:
+        import torch
+
+        with atomic.atomic_path(ctx.path("model.pt")) as tmp:
+            torch.save({"format": MODEL_FORMAT, "stage": ctx.stage, "fold": ctx.fold,
+                        "config": ctx.cfg_dict, "data": training_data(ctx.info),
+                        "state_dict": model.state_dict()}, tmp)

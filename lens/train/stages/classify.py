@@ -90,6 +90,7 @@ def train_supervised(ctx: TaskContext, sel: data.Selection, model: nn.Module,
         if len(subset) and (subset.labels >= 0).all():
             final[name] = evaluate.metrics(subset.labels, probs, info.class_names,
                                            n_boot=cfg.n_boot, seed=cfg.seed)
+    results.write_model(ctx, model)
     results.write_predictions(ctx, arrays)
     counts = {"n_train": len(sel.train), "n_val": len(sel.val), "n_test": len(sel.test)}
     result = results.result_dict(ctx, prog, class_names=list(info.class_names),
