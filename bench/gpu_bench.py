@@ -1,0 +1,120 @@
+"""The GPU path measured in one run: lens's classify step against the bare-model ceiling
+(torch.compile off and on) and the original notebooks' loop, on the same GPU.
+
+    python bench/gpu_bench.py --n 30000 --n-notebook 4096 --out gpu_bench.json
+
+Reuses bench/train_bench.py's three loops. Prints and writes one JSON object with images/s,
+the ratios, peak GPU memory of lens's task, and the wall time of a 5-fold x 5-epoch
+experiment on a Common Test I-size set (30,000 training images) estimated from the
+measured rate. Free of lenstronomy and submitit: GPU images often lack them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train_bench as tb  # noqa: E402
+
+
+def bare_compiled(images, labels, device, amp, args) -> dict:
+    """The bare loop with the model under torch.compile (compile time reported apart)."""
+    import torch.nn.functional as F
+
+    from lens.models import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 1, args.size, 3).to(
+        device, memory_format=torch.channels_last)
+    compiled = torch.compile(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.from_numpy(images[: args.batch]).to(device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.from_numpy(labels[: args.batch]).to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(compiled(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    tb.sync(device)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    tb.sync(device)
+    return {"images_per_s": args.steps * args.batch / (time.perf_counter() - start),
+            "warmup_incl_compile_s": compile_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=150)
+    p.add_argument("--n", type=int, default=30000, help="images for lens's task")
+    p.add_argument("--n-notebook", type=int, default=4096, help="images for the notebook loop")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    from lens.train.context import resolve_device, resolve_precision, set_determinism
+
+    device = resolve_device(args.device)
+    amp = resolve_precision(args.precision, device)
+    set_determinism(False)
+    torch.backends.cudnn.benchmark = True
+    images, labels = tb.make_images(args.n, args.size)
+    out: dict = {"machine": tb.machine(device), "device": str(device),
+                 "precision": str(amp or torch.float32).replace("torch.", ""),
+                 "size": args.size, "n": args.n, "batch": args.batch}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        out["bare"] = tb.bench_bare(images, labels, device, amp, args)
+        if not args.no_compile:
+            try:
+                out["bare_compiled"] = bare_compiled(images, labels, device, amp, args)
+            except Exception as exc:  # a missing compiler toolchain must not cost the run
+                out["bare_compiled"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        out["lens"] = tb.bench_lens(tmp, images, labels, args)
+        if device.type == "cuda":
+            out["lens"]["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        nb_args = argparse.Namespace(**{**vars(args), "batch": 64})  # the notebooks' batch
+        out["notebook"] = tb.bench_notebook(tmp, images[: args.n_notebook],
+                                            labels[: args.n_notebook], device, nb_args)
+    lens_ips = out["lens"]["images_per_s"]
+    out["lens_over_bare"] = lens_ips / out["bare"]["images_per_s"]
+    if "images_per_s" in out.get("bare_compiled", {}):
+        out["lens_over_bare_compiled"] = lens_ips / out["bare_compiled"]["images_per_s"]
+    out["lens_over_notebook"] = lens_ips / out["notebook"]["images_per_s"]
+    # 5 folds x 5 epochs, each fold training on 4/5 of 30,000 images and scoring 1/5 + 7,500
+    train_images = 5 * 5 * 24000
+    out["estimate_5fold_5epoch_common_test_i_s"] = train_images / lens_ips
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
