@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from lens.cli import app
 from lens.cluster import slurmcli
+from lens.cluster.requeue import render_requeue_wrapper
 from lens.cluster.sbatch import (
     AggregateJob,
     ArrayJob,
@@ -322,6 +323,40 @@ def test_usr2_to_the_batch_shell_reaches_the_step_then_requeues(tmp_path):
     assert (tmp_path / "record" / "scontrol").read_text() == "requeue 1230_3\n"
 
 
+@pytest.mark.parametrize("procid, child, code, requeued", [
+    ("0", "exit 75", 0, True), ("1", "exit 75", 75, False), ("0", "exit 4", 4, False),
+    ("0", "exit 0", 0, False),
+])
+def test_requeue_wrapper_for_one_rank(tmp_path, procid, child, code, requeued):
+    wrapper = tmp_path / "wrap.sh"
+    wrapper.write_text(render_requeue_wrapper(max_requeues=3))
+    env = _stand_in_env(tmp_path, SLURM_PROCID=procid)
+    done = subprocess.run(["bash", str(wrapper), "bash", "-c", child], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == code, done.stderr
+    record = tmp_path / "record" / "scontrol"
+    assert (record.read_text() == "requeue 1230_3\n") if requeued else not record.exists()
+
+
+def test_requeue_wrapper_forwards_usr2_to_the_command(tmp_path):
+    wrapper = tmp_path / "wrap.sh"
+    wrapper.write_text(render_requeue_wrapper())
+    env = _stand_in_env(tmp_path, SLURM_PROCID="0")
+    child = ('trap \'echo usr2 > "$RECORD/got"; exit 75\' USR2; touch "$RECORD/started"; '
+             "for i in $(seq 1 200); do sleep 0.05; done; exit 9")
+    proc = subprocess.Popen(["bash", str(wrapper), "bash", "-c", child], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = tmp_path / "record" / "started"
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)  # what srun does with a signal for the step
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "record" / "got").read_text() == "usr2\n"
+    assert (tmp_path / "record" / "scontrol").read_text() == "requeue 1230_3\n"
+
+
 def test_aggregate_script_quotes_the_run_dir(tmp_path):
     job = AggregateJob(run_dir=f"{tmp_path}/{HOSTILE}", python=("python3",))
     done = _run_script(tmp_path, render_aggregate_script(job), _stand_in_env(tmp_path))
@@ -579,22 +614,26 @@ def _logs(run: Path) -> str:
 @pytest.mark.skipif(importlib.util.find_spec("lens.train.task") is None,
                     reason="lens train (lens.train.task) is not part of this checkout")
 def test_classify_experiment_end_to_end_on_the_cluster(slurm_cluster, tmp_path):
+    """Real `lens train` tasks, two srun ranks each (gloo DDP on CPU), then `lens report`."""
     data = packed(tmp_path / "lenses.h5", n=48, folds=2, size=16)
     config = tmp_path / "tiny.toml"
     config.write_text('epochs = 1\nbatch_size = 8\nnum_workers = 0\ndevice = "cpu"\n'
                       "n_boot = 10\n")
+    profile = tmp_path / "ddp.toml"
+    profile.write_text(slurm_cluster.profile.read_text() + "ntasks_per_node = 2\n"
+                       'setup = ["export OMP_NUM_THREADS=1"]\n')
     run = tmp_path / "runs" / "exp 1"
     result = invoke(["--stage", "classify", "--data", str(data), "--run", str(run),
-                     "--config", str(config), "--profile", str(slurm_cluster.profile)])
+                     "--config", str(config), "--profile", str(profile)])
     assert result.exit_code == 0, result.output
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(run / "slurm" / "submit.sh")], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, env=env)
+                          text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     ids = dict(line.split() for line in done.stdout.splitlines())
     states = slurmcli.wait_finished(ids.values(), expected=3, timeout=400)
     assert all(s.state == "COMPLETED" for s in states.values()), (states, _logs(run))
     for fold in (0, 1):
         res = json.loads((run / "classify" / f"fold_{fold}" / "result.json").read_text())
-        assert res["stage"] == "classify" and res["fold"] == fold
-    assert any(run.glob("report*")), _logs(run)
+        assert (res["status"], res["stage"], res["fold"]) == ("completed", "classify", fold)
+        assert res["world_size"] == 2  # both srun ranks joined the rendezvous
+    assert (run / "report.md").is_file(), _logs(run)

@@ -17,9 +17,9 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lens.cluster.requeue import EX_TEMPFAIL, requeue_block, wait_block
 from lens.errors import LensError
 
-EX_TEMPFAIL = 75  # lens's "checkpointed, run me again" (see docs/ARCHITECTURE.md)
 DEPENDENCIES = ("afterany", "aftercorr", "afterok")
 _SAFE_SBATCH = re.compile(r"^[A-Za-z0-9_./:=%,@+-]+$")
 
@@ -185,7 +185,7 @@ def train_command(job: ArrayJob) -> str:
     return f'{_qwords(words)} --fold "$SLURM_ARRAY_TASK_ID" {_qwords(tail)}'
 
 
-_REQUEUE_BLOCK = """\
+_SIGNAL_BLOCK = """\
 # Preemption and time limits, handled on the host. Slurm signals this batch shell (B:USR2)
 # {delay} s before the limit; the shell forwards SIGUSR2 to the srun step, every rank
 # checkpoints and exits {code} ("run me again"), and the shell then requeues this array task
@@ -201,26 +201,6 @@ trap forward_usr2 USR2
 {command} &
 step=$!
 # A trapped signal ends `wait` early (status > 128): wait again until the step is gone.
-while :; do
-    wait "$step" && status=0 || status=$?
-    kill -0 "$step" 2>/dev/null || break
-done
-if ((status > 128)); then  # a signal that came as the step ended: ask once more
-    wait "$step" 2>/dev/null && status=0 || {{ code=$?; ((code == 127)) || status=$code; }}
-fi
-
-if [[ $status -eq {code} ]]; then
-    task="${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}${{SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}}"
-    restarts=${{SLURM_RESTART_COUNT:-0}}
-    if ((restarts >= {max_requeues})); then
-        echo "lens: task $task asked to run again after $restarts restarts; giving up" >&2
-        exit {code}
-    fi
-    echo "lens: task $task checkpointed; requeueing it (restart $((restarts + 1)))" >&2
-    scontrol requeue "$task"
-    exit 0
-fi
-exit "$status"
 """
 
 
@@ -257,11 +237,10 @@ def render_array_script(job: ArrayJob) -> str:
         ' (restart ${SLURM_RESTART_COUNT:-0}, rendezvous $MASTER_ADDR:$MASTER_PORT)"',
         "",
     ]
-    body = _REQUEUE_BLOCK.format(
-        delay=job.signal_delay_s, code=EX_TEMPFAIL, max_requeues=job.max_requeues,
-        command=f"srun {train_command(job)}",
-    )
-    return "\n".join(lines) + "\n" + body
+    body = _SIGNAL_BLOCK.format(delay=job.signal_delay_s, code=EX_TEMPFAIL,
+                                command=f"srun {train_command(job)}")
+    return ("\n".join(lines) + "\n" + body + wait_block("step") + "\n"
+            + requeue_block(job.max_requeues))
 
 
 def render_aggregate_script(job: AggregateJob) -> str:
