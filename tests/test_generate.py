@@ -637,3 +637,34 @@ def test_classify_experiment_end_to_end_on_the_cluster(slurm_cluster, tmp_path):
         assert (res["status"], res["stage"], res["fold"]) == ("completed", "classify", fold)
         assert res["world_size"] == 2  # both srun ranks joined the rendezvous
     assert (run / "report.md").is_file(), _logs(run)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("lens.train.stages.finetune") is None,
+                    reason="the pretrain/finetune stages are not part of this checkout")
+def test_pretrain_then_finetune_end_to_end_on_the_cluster(slurm_cluster, tmp_path):
+    """--stage all: finetune fold K starts after pretrain fold K (aftercorr) and uses its
+    encoder; the report runs after every finetune task."""
+    data = packed(tmp_path / "lenses.h5", n=48, folds=2, size=16)
+    config = tmp_path / "tiny.toml"
+    config.write_text('epochs = 1\nbatch_size = 8\nnum_workers = 0\ndevice = "cpu"\n'
+                      "n_boot = 10\n")
+    run = tmp_path / "ssl run"
+    result = invoke(["--stage", "all", "--data", str(data), "--run", str(run),
+                     "--config", str(config), "--profile", str(slurm_cluster.profile)])
+    assert result.exit_code == 0, result.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(run / "slurm" / "submit.sh")], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    ids = dict(line.split() for line in done.stdout.splitlines())
+    states = slurmcli.wait_finished(ids.values(), expected=5, timeout=400)
+    assert all(s.state == "COMPLETED" for s in states.values()), (states, _logs(run))
+    pre, fine = ids["pretrain"], ids["finetune"]
+    for fold in (0, 1):
+        assert states[f"{fine}_{fold}"].start >= states[f"{pre}_{fold}"].end
+        assert (run / "pretrain" / f"fold_{fold}" / "encoder.pt").is_file()
+        res = json.loads((run / "finetune" / f"fold_{fold}" / "result.json").read_text())
+        assert (res["status"], res["stage"], res["fold"]) == ("completed", "finetune", fold)
+    assert (run / "report.md").is_file(), _logs(run)
