@@ -129,3 +129,16 @@ def test_existing_checkpoint_with_another_config_is_refused(data_file, tmp_path,
     other = make_packed(tmp_path / "other.h5", n=200, seed=5)
     with pytest.raises(LensError, match="different data file"):
         run_task(TaskSpec("classify", other, 0, tmp_path, overrides=sets))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_signal_handler_only_sets_a_flag_and_is_restored(sig):
+    from lens.train.signals import stop_on_signals
+
+    before = signal.getsignal(sig)
+    with stop_on_signals() as flag:
+        assert not flag
+        os.kill(os.getpid(), sig)
+        time.sleep(0.01)  # the handler runs between bytecodes of the main thread
+        assert flag and flag.signal_name == sig.name
+    assert signal.getsignal(sig) is before
