@@ -1,22 +1,29 @@
 """Speed and memory of `lens pack` against reading the same files raw.
 
     python bench/pack_bench.py                                    # N = 4,000 and 16,000
-    python bench/pack_bench.py --n 37500 --workers 2 --reps 1     # Common Test I size: memory
+    python bench/pack_bench.py --n 37500 --workers 1 2 --reps 1   # Common Test I size: memory
 
 For each N, generates N DeepLense-format files (float64 (1, 150, 150) .npy, values on a
 lattice of 700 levels, class folders no/sphere/vort) in a temporary folder, reads them all
-once (so every timing below starts from the page cache), then repeats --reps times:
+once and flushes them to disk (so every timing starts from the page cache with no
+write-back in flight), then repeats --reps times, interleaved:
 
   raw    np.load of every file, in sorted order, in this process (the baseline)
-  pack   `python -m lens pack SRC OUT --workers W` in a child process, for each W: wall
-         time of the whole command (interpreter start included), the packer's own time
-         (from its summary), CPU seconds of the process tree, and its peak memory, sampled
-         every 20 ms from /proc: the sum of RSS over the tree (counts shared memory once
-         per process, an upper bound) and the sum of PSS (shared pages split between
-         processes)
+  pack   `python -m lens pack SRC OUT --workers W` in a child process, for each W and each
+         destination of OUT: `disk` (next to the sources; lens fsyncs the file before
+         renaming it, so disk write bandwidth bounds this) and `tmpfs` (/dev/shm: no disk,
+         so this measures the packer itself against the raw reads). Wall time of the whole
+         command (interpreter start included), CPU seconds of the process tree, and peak
+         memory, sampled every 20 ms from /proc: the sum of RSS over the tree (counts
+         shared memory once per process, an upper bound) and the sum of PSS (shared pages
+         split between processes)
+
+  stages CPU time per image of each step of packing, in this process, best of 3 passes
+         over up to 4,000 of the files: np.load (the baseline's work), lens's header check
+         and read, the transform (cast and NaN check) and the content hash
 
 Reports medians over the repetitions; throughput in images/s and MB/s of source files.
-Prints one JSON object and a Markdown table.
+Prints one JSON object and Markdown tables.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]  # lens is imported from this checkout
 CLASSES = ("no", "sphere", "vort")
 SHAPE = (1, 150, 150)
 FILE_BYTES = 128 + 8 * 150 * 150  # what np.save writes for this shape and dtype
@@ -61,6 +69,35 @@ def raw_read(files: list[str]) -> float:
     for f in files:
         np.load(f, allow_pickle=False)
     return time.perf_counter() - start
+
+
+def stage_costs(files: list[str]) -> dict[str, float]:
+    """CPU µs per image of each packing step (best of 3), on up to 4,000 files."""
+    sys.path.insert(0, str(REPO))
+    from lens.data.h5file import image_hash
+    from lens.data.readers import read_header, read_image
+    from lens.data.transforms import Transform, apply
+
+    files = files[:4000]
+    out = np.empty(SHAPE, np.float32)
+    image = read_image(files[0])
+    steps = {
+        "np.load": lambda f: np.load(f, allow_pickle=False),
+        "header check": read_header,
+        "read": read_image,
+        "cast + NaN check": lambda f: apply(image, Transform(), out),
+        "blake2b hash": lambda f: image_hash(out),
+    }
+    costs = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for f in files:
+                step(f)
+            best = min(best, time.process_time() - start)
+        costs[name] = round(best / len(files) * 1e6, 1)
+    return costs
 
 
 def _children() -> dict[int, list[int]]:
@@ -102,7 +139,9 @@ def run_pack(src: Path, out: Path, workers: int) -> dict[str, float]:
     cmd = [sys.executable, "-m", "lens", "pack", str(src), str(out), "--workers", str(workers)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peak = [0, 0]
     done = threading.Event()
 
@@ -136,67 +175,100 @@ def machine() -> dict[str, object]:
     model = platform.processor()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         pass
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
-            "python": platform.python_version(), "numpy": np.__version__}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
-def bench_n(base: Path, n: int, workers: list[int], reps: int) -> dict[str, object]:
+def bench_n(
+    base: Path, n: int, workers: list[int], dests: dict[str, Path], reps: int
+) -> dict[str, object]:
     src = base / f"n{n}"
     t = time.perf_counter()
     generate(src, n)
     generated = time.perf_counter() - t
     files = files_of(src)
     raw_read(files)  # warm the page cache; not timed
+    os.sync()  # no write-back of the sources while timing
+    stages = stage_costs(files)
     raws: list[float] = []
-    packs: dict[int, list[dict[str, float]]] = {w: [] for w in workers}
+    runs: dict[tuple[int, str], list[dict[str, float]]] = {
+        (w, d): [] for w in workers for d in dests
+    }
     for _ in range(reps):  # interleaved, so every method sees the same machine load
         raws.append(raw_read(files))
-        for w in workers:
-            packs[w].append(run_pack(src, base / f"n{n}.h5", w))
+        for (w, d), results in runs.items():
+            out = dests[d] / f"pack_bench_n{n}.h5"
+            results.append(run_pack(src, out, w))
+            out.unlink()
+            os.sync()
     raw_s = statistics.median(raws)
     mb = n * FILE_BYTES / 1e6
     result: dict[str, object] = {
-        "n": n, "generate_s": round(generated, 1),
+        "n": n,
+        "generate_s": round(generated, 1),
+        "stage_cpu_us_per_image": stages,
         "raw": {
             "s": round(raw_s, 3),
             "images_per_s": round(n / raw_s),
             "mb_per_s": round(mb / raw_s),
         },
     }
-    for w, runs in packs.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        result[f"pack_w{w}"] = {
-            "wall_s": round(med["wall_s"], 2), "pack_s": round(med["pack_s"], 2),
-            "images_per_s": round(n / med["wall_s"]), "mb_per_s": round(mb / med["wall_s"]),
+    for (w, d), rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        result[f"pack_w{w}_{d}"] = {
+            "wall_s": round(med["wall_s"], 2),
+            "pack_s": round(med["pack_s"], 2),
+            "images_per_s": round(n / med["wall_s"]),
+            "mb_per_s": round(mb / med["wall_s"]),
             "ratio_to_raw": round(raw_s / med["wall_s"], 3),
             "cpu_us_per_image": round(med["cpu_s"] / n * 1e6),
-            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
-            "peak_pss_mib": round(max(r["peak_pss_mib"] for r in runs)),
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rs)),
+            "peak_pss_mib": round(max(r["peak_pss_mib"] for r in rs)),
         }
     shutil.rmtree(src)
-    (base / f"n{n}.h5").unlink(missing_ok=True)
     return result
 
 
-def markdown(results: list[dict[str, object]], workers: list[int]) -> str:
-    lines = ["| N | method | images/s | MB/s | pack/raw | CPU µs/image | peak RSS (tree) | "
-             "peak PSS (tree) |", "|---|---|---|---|---|---|---|---|"]
+def markdown(results: list[dict[str, object]]) -> str:
+    lines = [
+        "| N | method | OUT on | images/s | MB/s | pack/raw | CPU µs/image | "
+        "peak RSS (tree) | peak PSS (tree) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         raw = r["raw"]
-        lines.append(f"| {r['n']:,} | raw `np.load` loop | {raw['images_per_s']:,} | "
-                     f"{raw['mb_per_s']:,} | 1 | | | |")
-        for w in workers:
-            p = r[f"pack_w{w}"]
+        lines.append(
+            f"| {r['n']:,} | raw `np.load` loop | | {raw['images_per_s']:,} | "
+            f"{raw['mb_per_s']:,} | 1 | | | |"
+        )
+        for key, p in r.items():
+            if not key.startswith("pack_w"):
+                continue
+            w, dest = key[len("pack_w") :].split("_")
             lines.append(
-                f"| {r['n']:,} | `lens pack --workers {w}` | {p['images_per_s']:,} | "
+                f"| {r['n']:,} | `lens pack --workers {w}` | {dest} | {p['images_per_s']:,} | "
                 f"{p['mb_per_s']:,} | {p['ratio_to_raw']:.2f} | {p['cpu_us_per_image']} | "
-                f"{p['peak_rss_mib']} MiB | {p['peak_pss_mib']} MiB |")
+                f"{p['peak_rss_mib']} MiB | {p['peak_pss_mib']} MiB |"
+            )
+    names = list(results[0]["stage_cpu_us_per_image"])
+    lines += ["", "| N | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in results:
+        costs = r["stage_cpu_us_per_image"]
+        lines.append(f"| {r['n']:,} | " + " | ".join(f"{costs[k]} µs" for k in names) + " |")
     return "\n".join(lines)
 
 
@@ -204,20 +276,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[4000, 16000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dest", nargs="+", choices=["disk", "tmpfs"], default=["disk", "tmpfs"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where to generate the files")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pack_bench_", dir=args.dir))
+    dests = {"disk": base, "tmpfs": Path("/dev/shm")}
+    dests = {d: dests[d] for d in args.dest}
     load_before = os.getloadavg()
     try:
-        results = [bench_n(base, n, args.workers, args.reps) for n in args.n]
+        results = [bench_n(base, n, args.workers, dests, args.reps) for n in args.n]
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    report = {"machine": machine(), "command": " ".join(sys.argv), "reps": args.reps,
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "results": results}
+    report = {
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "reps": args.reps,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "results": results,
+    }
     print(json.dumps(report, indent=2))
-    print(markdown(results, args.workers))
+    print(markdown(results))
 
 
 if __name__ == "__main__":
