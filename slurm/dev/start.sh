@@ -64,8 +64,15 @@ wait_daemon() {
     done
 }
 
-# True when the process named in a pid file is alive.
-pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE NAME: the pid file names a live (not zombie) process called NAME.
+# (After a crash or a reboot the pid may belong to some other process by now.)
+pid_alive() {
+    local pid state
+    [[ -s "$1" ]] || return 1
+    pid=$(cat "$1")
+    state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    [[ -n "$state" && "$state" != Z* && "$(ps -o comm= -p "$pid")" == "$2" ]]
+}
 
 cluster_ready() {
     local state
@@ -104,7 +111,8 @@ render_configs() {
 }
 
 # ---- quick exit when the cluster is already up (with this configuration) -----------------
-if pid_alive "$RUN/slurmctld.pid" && pid_alive "$RUN/slurmd.pid" && cluster_ready; then
+if pid_alive "$RUN/slurmctld.pid" slurmctld && pid_alive "$RUN/slurmd.pid" slurmd \
+    && cluster_ready; then
     fresh=$(mktemp -d)
     render_configs "$fresh"
     if cmp -s "$fresh/slurm.conf" "$ETC/slurm.conf" \
@@ -146,7 +154,7 @@ host=$(hostname -s)
 db_pass=$(cat "$STATE/db-password")
 
 # ---- munge -------------------------------------------------------------------------------
-if ! pgrep -u munge -x munged >/dev/null; then
+if ! pid_alive /run/munge/munged.pid munged; then
     if [[ ! -s /etc/munge/munge.key ]]; then
         mungekey --create --keyfile=/etc/munge/munge.key
     fi
@@ -159,7 +167,7 @@ fi
 wait_daemon munged /var/log/munge/munged.log 10 bash -c 'munge -n | unmunge'
 
 # ---- MariaDB (accounting storage), its data under the state folder -----------------------
-if ! pid_alive "$MYSQL_PID"; then
+if ! pid_alive "$MYSQL_PID" mariadbd; then
     install -d -o mysql -g mysql -m 755 /run/mysqld "$LOG/mysql"
     chown -R mysql:mysql "$STATE/mysql"
     if [[ ! -d "$STATE/mysql/mysql" ]]; then
@@ -180,7 +188,7 @@ GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
 SQL
 
 # ---- slurmdbd, then the cluster/account/user associations (once) -------------------------
-if ! pid_alive "$RUN/slurmdbd.pid"; then
+if ! pid_alive "$RUN/slurmdbd.pid" slurmdbd; then
     slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd failed to start" "$LOG/slurmdbd.log"
 fi
 wait_daemon slurmdbd "$LOG/slurmdbd.log" 30 sacctmgr -n show cluster
@@ -197,13 +205,13 @@ for user in root ${SUDO_USER:-}; do
 done
 
 # ---- slurmctld and slurmd ----------------------------------------------------------------
-if pid_alive "$RUN/slurmctld.pid"; then
+if pid_alive "$RUN/slurmctld.pid" slurmctld; then
     scontrol reconfigure >/dev/null 2>&1 || true  # pick up a rewritten slurm.conf
 else
     slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld failed to start" "$LOG/slurmctld.log"
 fi
 wait_daemon slurmctld "$LOG/slurmctld.log" 30 scontrol ping
-if ! pid_alive "$RUN/slurmd.pid"; then
+if ! pid_alive "$RUN/slurmd.pid" slurmd; then
     slurmd </dev/null >>"$LOG/slurmd.out" 2>&1 || die "slurmd failed to start" "$LOG/slurmd.log"
 fi
 
