@@ -509,7 +509,7 @@ def test_generate_errors_name_the_problem(tmp_path, args, message):
     assert result.exit_code != 0
     assert isinstance(result.exception, LensError), result.output
     assert message in str(result.exception)
-    assert not (tmp_path / "out").exists()  # nothing written
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()  # nothing
 
 
 def test_generate_help_has_examples():

@@ -21,6 +21,7 @@ from lens.cluster.options import (
     ProfileOpt,
     PythonOpt,
     QosOpt,
+    StageInput,
     TimeOpt,
 )
 from lens.errors import LensError
@@ -100,11 +101,17 @@ def generate(
     _check_configs(inputs)
     run_dir = Path(os.path.abspath(run))
     out_dir = Path(os.path.abspath(out)) if out is not None else run_dir / "slurm"
+    made = [p for p in (run_dir, run_dir / "logs") if not p.exists()]
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)  # binds need it; Slurm logs there
-    scripts = experiment_scripts(
-        stage.value, data=str(data_path), run_dir=str(run_dir), folds=fold_ids,
-        inputs=inputs, profile=prof,
-    )
+    try:
+        scripts = experiment_scripts(
+            stage.value, data=str(data_path), run_dir=str(run_dir), folds=fold_ids,
+            inputs=inputs, profile=prof,
+        )
+    except LensError:
+        for path in reversed(made):  # leave nothing behind
+            path.rmdir()
+        raise
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in scripts.files:
         atomic.write_text(out_dir / name, text)
@@ -130,7 +137,7 @@ def _fold_count(data: Path, folds: int | None) -> int:
     return folds
 
 
-def _absolute_config(item):
+def _absolute_config(item: StageInput) -> StageInput:
     from dataclasses import replace
 
     if item.config is None:
@@ -141,7 +148,7 @@ def _absolute_config(item):
     return replace(item, config=str(path))
 
 
-def _check_configs(inputs) -> None:
+def _check_configs(inputs: dict[str, StageInput]) -> None:
     """Fail now, not on the cluster, when a config or --set is wrong for its stage."""
     try:
         from lens.train.config import load_config
