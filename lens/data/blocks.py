@@ -81,3 +81,46 @@ def decode(job: DecodeJob, out: np.ndarray | None = None) -> DecodeResult:
             result.overflow.append(i)
         result.hashes.append(image_hash(out[i]))
     return result
+
+
+class Slots:
+    """The writer's side of the buffers: ``depth`` slots of ``block`` images, in shared memory
+    when worker processes decode (``DecodeJob.shm_name``), else one plain array. Block j
+    always lands in slot j % depth (see lens.data.pool)."""
+
+    def __init__(
+        self, depth: int, block: int, shape: tuple[int, int, int], dtype: str, shared: bool
+    ) -> None:
+        self.depth, self.block, self.shape = depth, block, shape
+        self.dtype = np.dtype(dtype).newbyteorder("<")  # the byte order of /images
+        self.slot_bytes = block * int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self._shm = None
+        self.name: str | None = None
+        if shared:
+            from multiprocessing import shared_memory
+
+            self._shm = shared_memory.SharedMemory(create=True, size=depth * self.slot_bytes)
+            self.name = self._shm.name
+            self._buffer = self._shm.buf
+        else:
+            self._plain = np.empty((block, *shape), dtype=self.dtype)
+
+    def offset(self, j: int) -> int:
+        return (j % self.depth) * self.slot_bytes if self.name else 0
+
+    def array(self, j: int) -> np.ndarray:
+        if self._shm is None:
+            return self._plain
+        return np.ndarray(
+            (self.block, *self.shape), self.dtype, buffer=self._buffer, offset=self.offset(j)
+        )
+
+    def release(self) -> None:
+        if self._shm is not None:
+            del self._buffer
+            try:
+                self._shm.close()
+            except BufferError:  # a view still alive in a traceback; unmapped at exit
+                pass
+            self._shm.unlink()
+            self._shm = None

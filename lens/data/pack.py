@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lens.data.blocks import DecodeJob, DecodeResult, decode, read_headers
+from lens.data.blocks import DecodeJob, DecodeResult, Slots, decode, read_headers
 from lens.data.folds import assign_folds, check_folds
 from lens.data.h5file import (
     NO_FOLD,
@@ -271,7 +271,7 @@ def _stream(
     image_bytes = int(np.prod(shape)) * np.dtype(t.dtype).itemsize
     block = max(1, min(MAX_BLOCK, BLOCK_BYTES // image_bytes))
     depth = 2 * pool.workers if pool.workers > 1 else 1
-    slots = _Slots(depth, block, shape, t.dtype, shared=pool.workers > 1)
+    slots = Slots(depth, block, shape, t.dtype, shared=pool.workers > 1)
     problems = Problems()
     hashes: list[str] = [""] * n
     nan_replaced: list[str] = []
@@ -331,48 +331,6 @@ def _collect(
             + (" or --dtype float32)" if t.dtype == "float16" else ")"),
             paths[start + i],
         )
-
-
-class _Slots:
-    """``depth`` buffers of ``block`` images: shared memory for worker processes, else one
-    plain array. Block j always lands in slot j % depth (see lens.data.pool)."""
-
-    def __init__(
-        self, depth: int, block: int, shape: tuple[int, int, int], dtype: str, shared: bool
-    ) -> None:
-        self.depth, self.block, self.shape = depth, block, shape
-        self.dtype = np.dtype(dtype).newbyteorder("<")  # the byte order of /images
-        self.slot_bytes = block * int(np.prod(shape)) * np.dtype(dtype).itemsize
-        self._shm = None
-        self.name: str | None = None
-        if shared:
-            from multiprocessing import shared_memory
-
-            self._shm = shared_memory.SharedMemory(create=True, size=depth * self.slot_bytes)
-            self.name = self._shm.name
-            self._buffer = self._shm.buf
-        else:
-            self._plain = np.empty((block, *shape), dtype=dtype)
-
-    def offset(self, j: int) -> int:
-        return (j % self.depth) * self.slot_bytes if self.name else 0
-
-    def array(self, j: int) -> np.ndarray:
-        if self._shm is None:
-            return self._plain
-        return np.ndarray(
-            (self.block, *self.shape), self.dtype, buffer=self._buffer, offset=self.offset(j)
-        )
-
-    def release(self) -> None:
-        if self._shm is not None:
-            del self._buffer
-            try:
-                self._shm.close()
-            except BufferError:  # a view still alive in a traceback; unmapped at exit
-                pass
-            self._shm.unlink()
-            self._shm = None
 
 
 def _leaks(
