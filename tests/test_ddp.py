@@ -1,4 +1,5 @@
-"""Two gloo ranks on the CPU against one process with the same global batch.
+"""Two gloo ranks on the CPU against one process with the same global batch (device=cpu
+even where a GPU is present: two ranks cannot share one GPU under NCCL).
 
 Tolerance: with vit_tiny (LayerNorm, no dropout, no BatchNorm) and augmentation off, a
 2-rank run computes the same global-batch gradient as one process, up to the order of
@@ -67,7 +68,7 @@ def data_file(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(data_file, tmp_path):
-    sets = ("model.name=vit_tiny", "epochs=2", "batch_size=16", "n_boot=0",
+    sets = ("model.name=vit_tiny", "epochs=2", "batch_size=16", "n_boot=0", "device=cpu",
             "deterministic=true", "augment.dihedral=false")
     launch(data_file, tmp_path / "one", 1, *sets)
     launch(data_file, tmp_path / "two", 2, *sets)
@@ -84,7 +85,7 @@ def test_two_gloo_ranks_match_one_process(data_file, tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_with_batchnorm_predict_every_held_out_image_once(data_file, tmp_path):
-    launch(data_file, tmp_path, 2, "epochs=1", "batch_size=16", "n_boot=0")
+    launch(data_file, tmp_path, 2, "epochs=1", "batch_size=16", "n_boot=0", "device=cpu")
     result, pred = outputs(tmp_path)
     assert result["world_size"] == 2 and result["metrics"]["val"]["n"] == result["n_val"]
     assert np.unique(pred["val_index"]).size == pred["val_index"].size == result["n_val"]

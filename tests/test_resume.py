@@ -21,7 +21,7 @@ from lens.train.signals import TaskInterrupted
 from lens.train.task import TaskSpec, run_task
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("epochs=4", "batch_size=16", "n_boot=50", "deterministic=true",
+SETTINGS = ("epochs=4", "batch_size=16", "n_boot=50", "deterministic=true", "device=cpu",
             "augment.max_shift=2", "augment.noise_sigma=0.05", "checkpoint_every_steps=4")
 
 

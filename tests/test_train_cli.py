@@ -67,7 +67,8 @@ def test_classify_writes_the_task_files(classify_run, data_file):
     assert result["status"] == "completed" and result["stage"] == "classify"
     assert result["fold"] == 1 and result["epochs"] == 2 and result["restarts"] == 0
     assert result["class_names"] == ["class0", "class1"]
-    assert result["world_size"] == 1 and result["device"] == "cpu"
+    assert result["world_size"] == 1
+    assert result["device"] == "cpu" or result["device"].startswith("cuda")
     assert result["data"] == {"path": str(data_file), "n_folds": 3}
     assert result["config"]["epochs"] == 2
     index = read_index(data_file)
@@ -141,3 +142,17 @@ def test_file_without_folds_and_missing_file(tmp_path, capsys):
     code, err = lens("train", "--stage", "classify", "--data", str(tmp_path / "none.h5"),
                      "--fold", "0", "--out", str(tmp_path / "run"), capsys=capsys)
     assert code == 1 and "no such file" in err
+
+
+def test_streaming_path_trains_and_predicts_every_image(data_file, tmp_path, capsys):
+    code, err = lens("train", "--stage", "classify", "--data", str(data_file), "--fold", "2",
+                     "--out", str(tmp_path), "--set", "data_mode=stream", "--set",
+                     "num_workers=2", "--set", "epochs=1", "--set", "batch_size=32",
+                     "--set", "n_boot=0", capsys=capsys)
+    assert code == 0, err
+    task = tmp_path / "classify" / "fold_2"
+    result = json.loads((task / "result.json").read_text())
+    pred = np.load(task / "predictions.npz")
+    assert result["config"]["data_mode"] == "stream"
+    assert result["metrics"]["val"]["n"] == result["n_val"] == pred["val_prob"].shape[0]
+    assert result["steps"] == result["n_train"] // 32

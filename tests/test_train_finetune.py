@@ -60,6 +60,7 @@ def test_finetune_modes_load_the_encoder(pretrained_run, data_file, mode):
                                overrides=FAST + (f"finetune.mode={mode}",),
                                pretrained=out / "pretrain/fold_0/encoder.pt"))
     assert result["status"] == "completed" and result["metrics"]["val"]["n"] == result["n_val"]
+    assert result["encoder"]["method"] == "rotation" and result["encoder"]["fold"] == 0
     ckpt = torch.load(out / mode / "finetune/fold_0/checkpoint.pt", weights_only=True)
     enc = torch.load(out / "pretrain/fold_0/encoder.pt", weights_only=True)
     w0, w1 = enc["state_dict"]["conv1.weight"], ckpt["model"]["backbone.conv1.weight"]

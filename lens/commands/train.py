@@ -75,7 +75,8 @@ def summary(result: dict, where: Path) -> str:
     else:
         headline = "done"
     return (f"{result['stage']} fold {result['fold']}: {headline} "
-            f"({result['epochs']} epochs, {result['wall_time_s']:.1f} s) -> {where}")
+            f"({result['epochs']} epoch{'s' * (result['epochs'] != 1)}, "
+            f"{result['wall_time_s']:.1f} s) -> {where}")
 
 
 def register(app: typer.Typer) -> None:

@@ -47,7 +47,8 @@ def weighted_cross_entropy(weights: torch.Tensor | None
 
 def train_supervised(ctx: TaskContext, sel: data.Selection, model: nn.Module,
                      groups: list[dict], *, balance: str,
-                     train_mode: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
+                     train_mode: Callable[[nn.Module], None] | None = None,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg, info = ctx.cfg, ctx.info
     model = model.to(ctx.device, memory_format=ctx.memory_format)
     sources = make_sources(ctx, sel)
@@ -94,7 +95,7 @@ def train_supervised(ctx: TaskContext, sel: data.Selection, model: nn.Module,
     results.write_predictions(ctx, arrays)
     counts = {"n_train": len(sel.train), "n_val": len(sel.val), "n_test": len(sel.test)}
     result = results.result_dict(ctx, prog, class_names=list(info.class_names),
-                                 metrics=final, counts=counts)
+                                 metrics=final, counts=counts, extra=extra)
     results.write_result(ctx, result)
     return result
 

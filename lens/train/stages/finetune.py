@@ -93,7 +93,8 @@ def train_mode(frozen: bool):
 def run(ctx: TaskContext) -> dict[str, Any]:
     cfg = ctx.cfg
     sel = data.select_labeled(ctx.info, read_index(ctx.info.path), ctx.fold)
-    enc = load_encoder(encoder_path(ctx), cfg.model.name, ctx.info.channels, ctx.image_size)
+    path = encoder_path(ctx)
+    enc = load_encoder(path, cfg.model.name, ctx.info.channels, ctx.image_size)
     seed_everything(cfg.seed + ctx.fold)
     model = build_model(ctx, enc)
     lr, wd = cfg.optim.lr, cfg.optim.weight_decay
@@ -101,5 +102,6 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     frozen = cfg.finetune.mode != "full"
     if not frozen:
         groups += optim.param_groups(model.backbone, lr * cfg.finetune.backbone_lr_scale, wd)
+    source = {"path": str(path), "method": enc.get("method"), "fold": enc.get("fold")}
     return train_supervised(ctx, sel, model, groups, balance=cfg.finetune.balance,
-                            train_mode=train_mode(frozen))
+                            train_mode=train_mode(frozen), extra={"encoder": source})

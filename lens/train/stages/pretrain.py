@@ -65,7 +65,8 @@ def run(ctx: TaskContext) -> dict[str, Any]:
                 "method": cfg.method.name, "method_params": params,
                 "stage": "pretrain", "fold": ctx.fold,
             }, tmp)
-    probe = linear_probe(ctx, backbone, index) if cfg.linear_probe else None
+    use_probe = cfg.linear_probe and ctx.dist.is_main  # rank 0 alone writes the result
+    probe = linear_probe(ctx, backbone, index) if use_probe else None
     metrics = {"loss_curve": [line["train_loss"] for line in prog.history],
                "final_loss": prog.history[-1]["train_loss"], "linear_probe": probe}
     counts = {"n_train": len(sel.train), "n_val": 0, "n_test": 0}
