@@ -6,11 +6,15 @@ A reader (or a crash) never sees a half-written file: it sees the old file or th
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from lens.errors import LensError
 
 
 def temp_sibling(path: Path) -> Path:
@@ -31,10 +35,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if _storage_failure(exc):
+            raise _storage_error(path, exc) from exc
+        if isinstance(exc, OSError) and exc.filename == os.fspath(tmp):
+            # name the file the user asked for, not our temporary (same errno, same subclass)
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
         raise
+
+
+# Writes that failed because of where they write (full, over quota, read-only), not what.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+# torch.save reports a full disk as a RuntimeError of its zip writer, not as an OSError.
+_TORCH_WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed")
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _STORAGE_ERRNOS
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITER_FAILURES)
+
+
+def _storage_error(path: Path, exc: BaseException) -> LensError:
+    """A LensError naming the file, the reason and the free space; the old file is intact."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:
+        reason = f"torch.save failed: {str(exc).strip().splitlines()[0]}; usually a full disk"
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    return LensError(f"{path}: could not be written ({reason}; {free}); {kept}")
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

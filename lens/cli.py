@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except OSError as exc:  # the file system refused (a folder that cannot be written...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.secho(f"error: {where}{exc.strerror or exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
     except Exception as exc:  # click usage errors carry their own exit code
         # duck-typed: recent typer vendors click, so `import click` may fail
         exit_code = getattr(exc, "exit_code", None)
