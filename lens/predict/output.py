@@ -10,7 +10,8 @@ the order of the data file, a shard part holds rows start..stop-1 of it):
     /prob      (n, K)     float32  ensemble: mean over the fold models of their softmax
     /fold_prob (F, n, K)  float32  softmax of each fold model (fold ids in attrs["folds"])
     attrs: format, class_names (JSON), folds (JSON), stage, run, data, data_n, data_created,
-           start, stop, batch_size, precision, lens_version; parts add shard, n_shards
+           data_is_training_file (1: the metrics judge its test split only), start, stop,
+           batch_size, precision (fp32 or bf16), lens_version; parts add shard, n_shards
 
 PRED.csv has the columns index, source, split, label, predicted, p_<class>... (ensemble),
 then fold<k>_p_<class>... for each fold model; probabilities with 6 significant digits.

@@ -46,6 +46,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise LensError(f"--batch-size {batch_size}: must be at least 1")
+
+
 def precision(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
 
@@ -112,8 +117,7 @@ def infer(ensemble: Ensemble, info: PackedInfo, start: int, stop: int, *,
           batch_size: int = DEFAULT_BATCH, device: torch.device | None = None,
           progress: Progress | None = None) -> Iterator[Block]:
     """Blocks of predictions for rows start..stop-1 of the packed file, in order."""
-    if batch_size < 1:
-        raise LensError(f"--batch-size {batch_size}: must be at least 1")
+    check_batch_size(batch_size)
     device = device or torch.device("cpu")
     models = [m.to(device, memory_format=torch.channels_last).eval() for m in ensemble.models]
     image_bytes = 4 * info.channels * info.height * info.width
@@ -209,6 +213,7 @@ def predict(run: str | Path, data: str | Path, out: str | Path, *, stage: str | 
     from lens.predict.montage import ranked_classes
     from lens.predict.output import Outputs, writing
 
+    check_batch_size(batch_size)
     outs = Outputs.of(out)
     prepare_outputs(outs, force)
     dev = resolve_device(device)

@@ -21,7 +21,7 @@ from lens.errors import LensError
 from lens.predict.finish import Finished, finish, prepare_outputs
 from lens.predict.montage import ranked_classes
 from lens.predict.output import PART_KEYS, Outputs, n_rows, read_attrs, read_rows, writing
-from lens.predict.run import DEFAULT_BATCH, Progress
+from lens.predict.run import DEFAULT_BATCH, Progress, check_batch_size
 
 MERGE_ROWS = 1 << 16  # rows copied at a time when merging: memory stays bounded
 
@@ -89,6 +89,7 @@ def predict_shard(run: str | Path, data: str | Path, shard: int, n_shards: int,
     from lens.predict.run import base_attrs, infer, resolve_device
 
     shard_range(0, shard, n_shards)
+    check_batch_size(batch_size)
     out_dir = Path(out_dir)
     part = part_path(out_dir, shard)
     if part.exists():
