@@ -1,0 +1,79 @@
+"""`lens cancel RUN`: stop every queued or running task of a run.
+
+Slurm: ``scancel`` of the run's tasks and report job that are still queued or running (a
+running task gets SIGTERM, checkpoints and is not requeued). Local executor: SIGTERM to the
+`lens submit` process that drives the run and to submitit's controller of each running
+task, which forwards it to the ranks (they checkpoint and exit). A later `lens submit` of
+the same run resumes from the checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+from lens.cluster import manifest
+from lens.cluster.status import process_alive, run_status
+from lens.errors import LensError
+
+LOCAL_CONTROLLER = "submitit.local._local"
+
+
+def cancel(run: Path) -> list[str]:
+    """Cancel what still runs; returns one line per job or process signalled."""
+    from lens.cluster import slurmcli
+
+    data = manifest.require(run)
+    status = run_status(run)
+    done: list[str] = []
+    slurm = [t for t in status.tasks if t.active and t.job_id and _executor(data, t) == "slurm"]
+    if slurm:
+        ids = [t.job_id for t in slurm if t.job_id]
+        slurmcli.scancel(ids)
+        done += [f"scancel {t.job_id} ({_what(t.stage, t.fold)})" for t in slurm]
+    host = socket.gethostname()
+    for i, sub in enumerate(data.get("submissions") or []):
+        driver = sub.get("driver") or {}
+        if driver.get("host") == host and process_alive(driver.get("pid")) and \
+                _has_running_local(data, i):
+            _kill(driver["pid"])
+            done.append(f"SIGTERM to lens submit (pid {driver['pid']})")
+    for t in status.tasks:
+        if t.state == "RUNNING" and t.job_id and _executor(data, t) == "local":
+            pid = int(t.job_id)
+            if process_alive(pid, LOCAL_CONTROLLER):
+                _kill(pid)
+                done.append(f"SIGTERM to pid {pid} ({_what(t.stage, t.fold)})")
+    if not done and any(t.state == "UNKNOWN" for t in status.tasks):
+        raise LensError(f"{run}: nothing to cancel that this machine can see "
+                        "(some jobs are UNKNOWN: see `lens status`)")
+    return done
+
+
+def _executor(data: dict, task) -> str | None:
+    if task.fold is None:
+        report = manifest.latest_report(data) or {}
+        return report.get("executor")
+    return (manifest.fold_jobs(data, task.stage).get(task.fold) or {}).get("executor")
+
+
+def _has_running_local(data: dict, submission: int) -> bool:
+    for stage in (data.get("jobs") or {}):
+        for entry in manifest.fold_jobs(data, stage).values():
+            if entry.get("submission") == submission and \
+                    entry.get("state") in ("PENDING", "RUNNING"):
+                return True
+    return False
+
+
+def _what(stage: str, fold: int | None) -> str:
+    return stage if fold is None else f"{stage} fold {fold}"
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
