@@ -190,13 +190,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from lens.train.context import resolve_device, resolve_precision, set_determinism
+    from lens.train.context import determinism, resolve_device, resolve_precision
 
     device = resolve_device(args.device)
     amp = resolve_precision(args.precision, device)
-    set_determinism(False)
     images, labels = make_images(args.n, args.size)
-    with tempfile.TemporaryDirectory() as tmp_name:
+    # determinism(False): the bare and notebook loops get the settings of a default task
+    with determinism(False), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         out = {"machine": machine(device), "device": str(device),
                "precision": str(amp or torch.float32).replace("torch.", ""),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,20 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if name == "bf16" else torch.float16
 
 
-def set_determinism(deterministic: bool) -> None:
-    """Deterministic kernels (bitwise-repeatable runs) versus cuDNN autotuning (speed).
+@contextlib.contextmanager
+def determinism(deterministic: bool) -> Iterator[None]:
+    """Deterministic kernels (bitwise-repeatable runs) or cuDNN autotuning and TF32 (speed),
+    for the duration of a task; the previous global settings are restored afterwards, so a
+    caller running tasks in-process (tests, notebooks) keeps its own.
 
     Denormal floats are flushed to zero on the CPU either way: weights and gradients near
     convergence otherwise fall into the denormal range, where x86 arithmetic is many
     times slower.
     """
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+              torch.backends.cudnn.allow_tf32)
     torch.set_flush_denormal(True)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -94,6 +102,12 @@ def set_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = before[2:]
 
 
 def seed_everything(seed: int) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lens.data.h5file import NO_FOLD, TEST, TRAIN, PackedIndex, PackedInfo, read_images
+from lens.data.h5file import TEST, TRAIN, PackedIndex, PackedInfo, read_images
 from lens.errors import LensError
 
 # Streaming: batches are drawn from shuffled windows of this many global batches.
@@ -239,9 +239,6 @@ class StreamSource:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-Source = MemorySource | StreamSource
-
-
 def choose_mode(mode: str, info: PackedInfo, n_images: int, memory_limit_gb: float) -> str:
     """'memory' unless the images of the task exceed ``memory_limit_gb`` (or mode says)."""
     if mode != "auto":
@@ -261,7 +258,7 @@ def choose_storage_device(on_device: bool | str, device: torch.device, nbytes: i
 
 
 def make_source(mode: str, info: PackedInfo, subset: Subset, device: torch.device,
-                storage: torch.device, num_workers: int) -> Source:
+                storage: torch.device, num_workers: int) -> MemorySource | StreamSource:
     if mode == "stream":
         return StreamSource(info, subset, device, num_workers)
     return MemorySource(info, subset, storage, device)
@@ -272,5 +269,3 @@ def eval_plan(n: int, batch: int, world: int, rank: int) -> list[np.ndarray]:
     mine = np.arange(rank, n, world)
     return [mine[i:i + batch] for i in range(0, mine.size, batch)]
 
-
-__all__ = ["NO_FOLD", "MemorySource", "Selection", "StreamSource", "Subset"]

@@ -60,7 +60,7 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
     """Run (or resume, or skip if done) one task; returns the content of result.json."""
     from lens.data.h5file import read_info
     from lens.train import checkpoint, results
-    from lens.train.context import TaskContext, resolve_device, resolve_precision, set_determinism
+    from lens.train.context import TaskContext, determinism, resolve_device, resolve_precision
     from lens.train.stages import STAGES
 
     cfg = config_mod.load_config(spec.stage, spec.config, tuple(spec.overrides))
@@ -75,7 +75,6 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
 
     info_env = dist.env_info()
     device = resolve_device(cfg.device, info_env.local_rank)
-    set_determinism(cfg.deterministic)
     started_here = info_env.world_size > 1 and not dist.is_distributed()
     dist_info = dist.init(device.type)
     try:
@@ -84,7 +83,7 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
         if resume is not None:
             _refuse_mixing(ckpt_path, "config", resume["config"], cfg_dict)
             _refuse_mixing(ckpt_path, "data file", resume["data"], identity)
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, determinism(cfg.deterministic):
             ctx = TaskContext(
                 stage=spec.stage, fold=spec.fold, cfg=cfg, cfg_dict=cfg_dict, out_dir=out_dir,
                 info=info, device=device, dist=dist_info,
