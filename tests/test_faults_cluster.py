@@ -321,3 +321,89 @@ def test_requeue_from_the_host_when_the_container_has_no_scontrol(setup, tmp_pat
     result = json.loads((task / "result.json").read_text())
     assert result["restarts"] == 1
     assert result["metrics"] == setup["reference"]["metrics"]
+
+
+# ---- 2 and 3 through `lens submit` (submitit arrays), `lens status` and a resubmission ------
+
+
+def submitit_python(array: str, fold: int) -> int | None:
+    """The pid of the Python that submitit runs for array task ``array``_``fold``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            env = dict(x.split(b"=", 1) for x in (entry / "environ").read_bytes().split(b"\0")
+                       if b"=" in x)
+        except OSError:
+            continue
+        if (argv[0] == sys.executable.encode() and b"submitit.core._submit" in argv
+                and env.get(b"SLURM_ARRAY_JOB_ID") == array.encode()
+                and env.get(b"SLURM_ARRAY_TASK_ID") == str(fold).encode()):
+            return int(entry.name)
+    return None
+
+
+def lens_cli(*args: object) -> tuple[int, str, str]:
+    """`lens ...` as a user runs it: (exit code, stdout, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "lens", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_lens_submit_survives_preemption_and_resumes_a_killed_fold(setup, tmp_path):
+    """Fold 0 is preempted (scontrol requeue) and resumes by itself; fold 1 is killed with
+    SIGKILL: `lens status` says FAILED and names its log, the report job exits 1, and
+    `lens submit` on the same run submits fold 1 alone, which resumes from its checkpoint
+    while fold 0's files stay untouched."""
+    run = tmp_path / ODD
+    args = ("submit", "--stage", "classify", "--data", setup["data"], "--run", run,
+            "--config", setup["config"], "--profile", setup["profile"], "--executor", "slurm")
+    code, out, err = lens_cli(*args)
+    assert code == 0, out + err
+    manifest = json.loads((run / "run.json").read_text())
+    array = manifest["submissions"][0]["arrays"][0]["job_id"]
+    report = manifest["reports"][-1]["job_id"]
+    fold0, fold1 = run / "classify" / "fold_0", run / "classify" / "fold_1"
+
+    wait_for("epoch 2 of fold 0", lambda: epochs_done(fold0) >= 2, 600, run)
+    slurmcli.run(["scontrol", "requeue", f"{array}_0"])  # preemption
+    wait_for("epoch 2 of fold 1", lambda: epochs_done(fold1) >= 2
+             and submitit_python(array, 1) is not None, 600, run)
+    os.kill(submitit_python(array, 1), signal.SIGKILL)  # a node failure, as far as it knows
+
+    states = slurmcli.wait_finished([array, report], expected=3, timeout=600)
+    assert states[f"{array}_0"].state == "COMPLETED", (states, _logs(run))
+    assert states[f"{array}_1"].state == "FAILED", states
+    assert (states[report].state, states[report].exit_code) == ("FAILED", 1), states
+    result0 = json.loads((fold0 / "result.json").read_text())
+    assert result0["restarts"] == 1 and result0["metrics"] == setup["reference"]["metrics"]
+    check_epochs(fold0, 12)
+
+    code, out, err = lens_cli("status", run, "--json")
+    assert code == 0, err
+    rows = {(t["stage"], t["fold"]): t for t in json.loads(out)["tasks"]}
+    failed = rows[("classify", 1)]
+    assert failed["state"] == "FAILED" and failed["job_id"] == f"{array}_1"
+    assert failed["log"] and Path(failed["log"]).is_file()
+    assert rows[("classify", 0)]["state"] == "COMPLETED"
+    assert rows[("classify", 0)]["restarts"] == 1
+    code, out, err = lens_cli("status", run)
+    assert code == 0 and "FAILED" in out and Path(failed["log"]).name in out.replace("\n", "")
+
+    kept = {p.name: p.stat().st_mtime_ns for p in fold0.iterdir()}
+    code, out, err = lens_cli(*args)  # the same command again
+    assert code == 0, out + err
+    manifest = json.loads((run / "run.json").read_text())
+    again = manifest["submissions"][-1]
+    assert [(a["stage"], a["folds"]) for a in again["arrays"]] == [("classify", [1])]
+    states = slurmcli.wait_finished([again["arrays"][0]["job_id"], manifest["reports"][-1][
+        "job_id"]], expected=2, timeout=600)
+    assert all(s.state == "COMPLETED" for s in states.values()), (states, _logs(run))
+    assert {p.name: p.stat().st_mtime_ns for p in fold0.iterdir()} == kept
+    check_epochs(fold1, 12)
+    assert json.loads((fold1 / "result.json").read_text())["restarts"] == 1
+    assert json.loads((run / "report.json").read_text())["complete"]
+    print("lens submit: fold 0 preempted and resumed by itself (equal to the uninterrupted "
+          "run); fold 1 killed, FAILED in lens status with its log, resumed by resubmission")
