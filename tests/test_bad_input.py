@@ -285,6 +285,36 @@ def test_job_id_unknown_to_sacct(slurm_cluster):
 
 
 @pytest.mark.slurm
+def test_lens_status_with_job_ids_unknown_to_sacct(slurm_cluster, tmp_path, capsys):
+    """run.json names jobs the real sacct has never seen (purged, or another cluster's):
+    `lens status` says so for each task and exits 0; a complete result still counts."""
+    from lens.cluster import manifest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = manifest.new(run)
+    data["stages"]["classify"] = {"folds": 2, "config": {}}
+    for fold in (0, 1):
+        manifest.set_fold_job(data, "classify", fold, {
+            "job_id": f"987654320_{fold}", "executor": "slurm", "submission": 0,
+            "log": f"{run}/logs/classify/987654320_{fold}_0_log.out"})
+    data["reports"].append({"job_id": "987654321", "executor": "slurm", "submission": 0})
+    manifest.write(run, data)
+    (run / "classify" / "fold_0").mkdir(parents=True)
+    (run / "classify" / "fold_0" / "result.json").write_text('{"status": "completed"}')
+    capsys.readouterr()
+    main(["status", str(run), "--json"])  # exit 0: returns normally
+    status = json.loads(capsys.readouterr().out)
+    rows = {(t["stage"], t["fold"]): t for t in status["tasks"]}
+    assert rows[("classify", 0)]["state"] == "COMPLETED"
+    assert rows[("classify", 1)]["state"] == "UNKNOWN"
+    assert rows[("classify", 1)]["detail"] == "sacct does not know job 987654320_1"
+    assert rows[("report", None)]["state"] == "UNKNOWN"
+    assert any("sacct does not know job(s) 987654320_1, 987654321" in n
+               for n in status["notes"])
+
+
+@pytest.mark.slurm
 @pytest.mark.slow
 def test_data_file_missing_when_the_array_task_starts(slurm_cluster, tmp_path):
     """The data was there when the scripts were written, and is gone (or not mounted) on the
