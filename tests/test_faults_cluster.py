@@ -184,6 +184,34 @@ def test_time_limit_checkpoints_requeues_and_completes(slurm_cluster, tmp_path):
     assert not list(tmp_path.rglob("pwned*"))
 
 
+def test_time_limit_signal_while_the_task_starts_is_not_a_failure(setup, tmp_path):
+    """The signal reaches the task while Python is still importing torch (a short limit, or
+    a requeued task near its limit): it checkpoints at its first step and is requeued."""
+    run = tmp_path / ODD
+    scripts = generate(setup["data"], run, setup["config"], setup["profile"])
+    job = sbatch_one_fold(scripts, 0, tmp_path)
+    task = run / "classify" / "fold_0"
+
+    def started() -> bool:
+        try:
+            return python_of(run, 0) > 0
+        except AssertionError:
+            return False
+
+    wait_for("the task's Python", started, 600, run)
+    time.sleep(1.0)  # inside lens now, importing torch (the first ~0.3 s are the interpreter's)
+    assert not (task / "metrics.jsonl").exists()  # not training yet
+    slurmcli.scancel([f"{job}_0"], signal="USR2", batch=True)
+    states = slurmcli.wait_finished([job], expected=1, timeout=600)
+    assert states[f"{job}_0"].state == "COMPLETED", (states, _logs(run))
+    log = (run / "logs" / f"classify_{job}_0.out").read_text()
+    assert "stopped by SIGUSR2 at epoch 1, step 1" in log, log
+    assert "requeueing it (restart 1)" in log
+    check_epochs(task, 12)
+    result = json.loads((task / "result.json").read_text())
+    assert result["restarts"] == 1 and result["metrics"] == setup["reference"]["metrics"]
+
+
 # ---- 2. preemption: scontrol requeue of a running array task -------------------------------
 
 

@@ -49,7 +49,9 @@ def train(
       lens train --stage finetune --data lenses.h5 --fold 0 --out runs/ssl \\
           --config jobs/finetune.toml --set finetune.mode=full
     """
-    from lens.train.signals import TaskInterrupted
+    from lens.train.signals import TaskInterrupted, remember_early_requests
+
+    remember_early_requests()  # before the slow imports: Slurm may signal a starting task
     from lens.train.task import TaskSpec, run_task, task_dir
 
     spec = TaskSpec(stage=stage.value, data=data, fold=fold, out=out, config=config,

@@ -35,6 +35,23 @@ class StopFlag:
         return self.signal_name is not None
 
 
+# A SIGUSR2 that came while the task was not training (see remember_early_requests).
+_pending = StopFlag()
+
+
+def remember_early_requests() -> None:
+    """From now on SIGUSR2 outside the training loop is remembered, not fatal.
+
+    Its default action ends the process (exit 140): a task still importing torch or reading
+    its checkpoint when Slurm signals it would fail instead of being requeued, and one that
+    has already written its result would be reported as failed. ``stop_on_signals`` hands a
+    remembered request to the loop, which checkpoints at its first step and exits 75.
+    SIGTERM keeps its default: a cancel or a preemption during start-up loses nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR2, lambda signum, frame: _pending.request("SIGUSR2"))
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopFlag]:
     """Install flag-setting handlers for SIGUSR2 and SIGTERM; restore the old ones after.
@@ -43,6 +60,9 @@ def stop_on_signals() -> Iterator[StopFlag]:
     returned and can be set by the caller.
     """
     flag = StopFlag()
+    if _pending:  # asked to stop before training began
+        flag.request(_pending.signal_name or "SIGUSR2")
+        _pending.signal_name = None
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
