@@ -208,7 +208,7 @@ def test_stage_all_chains_pretrain_finetune_report(fake_slurm, data5, tmp_path):
     assert sbatch_option(scripts[100], "dependency") is None
     assert sbatch_option(scripts[101], "dependency") == "aftercorr:100"
     assert sbatch_option(scripts[101], "kill-on-invalid-dep") == "yes"
-    assert sbatch_option(scripts[102], "dependency") == "afterany:101"
+    assert sbatch_option(scripts[102], "dependency") == "afterany:100:101"
     assert sbatch_option(scripts[102], "array") is None
     assert "requeue.sh" in scripts[100] and "requeue.sh" not in scripts[102]
     # The manifest: inputs, resolved configs, job ids per stage and fold, logs.
@@ -265,7 +265,9 @@ def test_resubmission_runs_only_missing_folds_and_chains_onto_live_pretraining(
         ("finetune", (4,), "aftercorr:103")]  # waits for the new pretrain array
     scripts = sbatch_scripts(fake_slurm)
     assert sbatch_option(scripts[103], "array") == "4%2"
-    assert sbatch_option(scripts[107], "dependency") == "afterany:104:105:106"
+    # the report waits for every array of the run still at work, and replaces report 102
+    assert sbatch_option(scripts[107], "dependency") == "afterany:100:103:104:105:106"
+    assert (fake_slurm / "scancel.txt").read_text().split() == ["102"]
     data = json.loads((run / "run.json").read_text())
     assert data["jobs"]["finetune"]["0"]["job_id"] == "101_0"  # untouched
     assert data["jobs"]["finetune"]["4"]["job_id"] == "106_4"
@@ -284,6 +286,10 @@ def test_finetune_alone_needs_an_encoder_or_a_live_pretraining(fake_slurm, data5
     outcome = submit(_request(data5, run, "finetune"))
     assert [(a.stage, a.job_id, a.dependency) for a in outcome.arrays] == [
         ("finetune", "102", "aftercorr:100")]
+    assert outcome.report_job == "103"
+    assert sbatch_option(sbatch_scripts(fake_slurm)[103], "dependency") == "afterany:100:102"
+    assert (fake_slurm / "scancel.txt").read_text().split() == ["101"]  # superseded
+    assert manifest.read(run)["reports"][0]["superseded_by"] == "103"
 
 
 def test_a_failed_sbatch_cancels_what_was_submitted(fake_slurm, data5, tmp_path):
@@ -388,7 +394,7 @@ def test_submit_errors_exit_non_zero_with_the_message(data5, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("command", ["submit", "status", "cancel"])
+@pytest.mark.parametrize("command", ["submit", "status", "cancel", "demo"])
 def test_help_has_examples(command):
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Examples:" in result.output

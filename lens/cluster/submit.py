@@ -77,8 +77,11 @@ class Plan:
     # finetune fold -> what it waits for: None, "pretrain" (this submission's array) or the
     # job id of a pretrain array still queued or running from an earlier submission
     waits: dict[int, str | None] = field(default_factory=dict)
-    # arrays of earlier submissions still running tasks of this experiment's last stage
+    # arrays of earlier submissions with tasks of this run still queued or running: the new
+    # report job waits for them too
     active_arrays: list[str] = field(default_factory=list)
+    # report jobs of earlier submissions still queued: superseded by the new one
+    stale_reports: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -227,10 +230,13 @@ def plan(prep: Prepared, *, query: Callable | None = None) -> Plan:
     from lens.report.collect import read_result, task_dir
 
     active: dict[tuple[str, int], str] = {}  # (stage, fold) -> job id of a live task
+    stale: list[str] = []
     if (prep.run / manifest.MANIFEST).is_file():
         status = run_status(prep.run, query=query)
         active = {(t.stage, t.fold): t.job_id or "?" for t in status.tasks
                   if t.fold is not None and t.active}
+        stale = [t.job_id for t in status.tasks
+                 if t.fold is None and t.active and t.job_id and t.state == "PENDING"]
     folds: dict[str, list[int]] = {}
     skipped: dict[str, dict[int, str]] = {}
     for stage in prep.stages:
@@ -242,12 +248,11 @@ def plan(prep: Prepared, *, query: Callable | None = None) -> Plan:
                 skipped[stage][fold] = f"queued or running (job {active[(stage, fold)]})"
             else:
                 folds[stage].append(fold)
-    result = Plan(folds, skipped)
+    result = Plan(folds, skipped, stale_reports=stale)
     if "finetune" in prep.stages:
         result.waits = _finetune_waits(prep, folds, active)
-    last = prep.stages[-1]
-    result.active_arrays = sorted({active[(last, f)].split("_")[0] for f in skipped[last]
-                                   if (last, f) in active}, key=_job_key)
+    result.active_arrays = sorted({job.split("_")[0] for job in active.values()
+                                   if job != "?"}, key=_job_key)
     return result
 
 
@@ -369,9 +374,8 @@ def launch_slurm(prep: Prepared, p: Plan) -> Outcome:
                     manifest.set_fold_job(prep.manifest, stage, fold, {
                         "job_id": job.job_id, "executor": "slurm", "log": str(job.paths.stdout),
                         "submission": index, "submitted": manifest.now()})
-        last = prep.stages[-1]
-        waits = [a.job_id for a in outcome.arrays if a.stage == last] + p.active_arrays
-        waits = waits or [a.job_id for a in outcome.arrays]
+        # afterany: every array of this run that is queued or running, new or not
+        waits = sorted({a.job_id for a in outcome.arrays} | set(p.active_arrays), key=_job_key)
         params = launch.report_parameters(profile)
         params["dependency"] = "afterany:" + ":".join(waits)
         executor = launch.make_slurm_executor(logs / "report", report_python, params, 0)
@@ -391,7 +395,28 @@ def launch_slurm(prep: Prepared, p: Plan) -> Outcome:
     submission["arrays"] = [dataclasses.asdict(a) for a in outcome.arrays]
     submission["report"] = outcome.report_job
     manifest.write(prep.run, prep.manifest)
+    _supersede(prep, p.stale_reports, outcome.report_job)
     return outcome
+
+
+def _supersede(prep: Prepared, stale: list[str], report_job: str | None) -> None:
+    """Cancel earlier report jobs still queued: the new one waits for everything they
+    waited for, and one report per run is the truth (an early one would fail on folds
+    that are merely still queued)."""
+    from lens.cluster import slurmcli
+
+    if not stale:
+        return
+    try:
+        slurmcli.scancel(stale)
+    except LensError as exc:
+        print(f"could not cancel the earlier report job(s) {' '.join(stale)}: {exc}",
+              file=sys.stderr)
+        return
+    for entry in prep.manifest["reports"]:
+        if entry.get("job_id") in stale:
+            entry["superseded_by"] = report_job
+    manifest.write(prep.run, prep.manifest)
 
 
 # ---- launch: here (local subprocesses, or in-process) ----------------------------------------
@@ -453,6 +478,9 @@ def launch_here(prep: Prepared, p: Plan,
             manifest.set_fold_job(prep.manifest, stage, fold, {
                 "job_id": None, "executor": prep.executor, "state": "PENDING", "log": None,
                 "submission": index})
+    report_entry = {"job_id": None, "executor": prep.executor, "log": None,
+                    "submission": index, "state": "PENDING"}
+    prep.manifest["reports"].append(report_entry)
     manifest.write(prep.run, prep.manifest)
     notify = (lambda: on_update(prep.run)) if on_update else (lambda: None)
     notify()
@@ -475,12 +503,14 @@ def launch_here(prep: Prepared, p: Plan,
             if stop.requested:
                 outcome.cancelled = True
                 break
+    report_entry.update(state="RUNNING")
+    manifest.write(prep.run, prep.manifest)
+    notify()
     summary = launch.aggregate(prep.run)
     outcome.report, outcome.missing = summary["report"], summary["missing"]
-    prep.manifest["reports"].append({
-        "job_id": None, "executor": prep.executor, "log": None, "submission": index,
-        "state": "FAILED" if outcome.missing else "COMPLETED",
-        "detail": f"{len(outcome.missing)} task(s) missing or failed" if outcome.missing else ""})
+    report_entry.update(
+        state="FAILED" if outcome.missing else "COMPLETED",
+        detail=f"{len(outcome.missing)} task(s) missing or failed" if outcome.missing else "")
     manifest.write(prep.run, prep.manifest)
     notify()
     return outcome
