@@ -479,3 +479,44 @@ def test_debug_executor_runs_every_fold_and_reports(one_thread, tmp_path, capsys
     code = lens("submit", "--stage", "classify", "--data", str(data), "--run", str(run),
                 "--executor", "debug", *sets)
     assert code == 0 and "nothing to submit" in capsys.readouterr().out
+
+
+EARLY_USR2 = """
+import os, signal, sys
+import lens.train.task as task
+from lens.cluster.launch import TaskRunner
+
+original = task.run_task
+
+def run_task(spec):  # the time-limit signal lands while the task is still starting
+    os.kill(os.getpid(), signal.SIGUSR2)
+    return original(spec)
+
+task.run_task = run_task
+TaskRunner("classify", sys.argv[1], 0, sys.argv[2], tuple(sys.argv[3:]), threads=1)()
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_task_starts_is_a_requeue_not_a_failure(tmp_path):
+    """A submitit task (here: as the local executor starts it) that gets SIGUSR2 before
+    training checkpoints at the first step and exits 75; run again, it completes."""
+    data = make_packed(tmp_path / "d.h5", n=100, size=16, n_folds=2, n_test=0)
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "1",
+           "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_GLOBALID": "0",
+           "SUBMITIT_LOCAL_LOCALID": "0", "SUBMITIT_LOCAL_NODEID": "0",
+           "SUBMITIT_LOCAL_JOB_NUM_NODES": "1"}
+    run = tmp_path / "run"
+    cfg = to_dict(load_config("classify", None, (*TINY, "epochs=2")))
+    argv = [sys.executable, "-c", EARLY_USR2, str(data), str(run),
+            *launch.config_overrides(cfg)]
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 75, first.stderr
+    assert "stopped by SIGUSR2" in first.stderr
+    assert (run / "classify" / "fold_0" / "checkpoint.pt").is_file()
+    second = subprocess.run([*argv[:2], argv[2].replace("os.kill(os.getpid(), signal.SIGUSR2)",
+                                                        "pass"), *argv[3:]],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    result = json.loads((run / "classify" / "fold_0" / "result.json").read_text())
+    assert result["restarts"] == 1 and result["epochs"] == 2

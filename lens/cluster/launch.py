@@ -5,19 +5,20 @@ aggregation job. :class:`FoldArrayExecutor` submits a stage as ONE ``sbatch --ar
 task ids are the fold ids (``--array=1,3%2`` for a resubmission of folds 1 and 3), so that
 ``aftercorr`` pairs finetune fold K with pretrain fold K, and logs are named by fold.
 
-Requeue design (one path, on the host). lens's own handler owns SIGUSR2 and SIGTERM for the
-whole task: :class:`TaskRunner` records a signal that arrives before training starts, and
-run_task checkpoints at the next step on one that arrives during training. Either way the
-task exits 75 ("checkpointed, run me again"). Every srun rank runs under a small host-side
-wrapper (:func:`render_wrapper`, built from lens.cluster.requeue): it forwards SIGUSR2 and
-SIGTERM to the rank and, on rank 0, requeues the array task with ``scontrol requeue`` when
-the rank exits 75 after SIGUSR2 — the same code whether or not the rank runs inside an
-Apptainer image (where scontrol usually is missing). A SIGTERM (``scancel``, `lens cancel`)
-also checkpoints, but is never requeued. The requeued task starts again with the same
-pickle and resumes from checkpoint.pt; its ``restarts`` count grows by one.
-``TaskRunner.checkpoint()`` returns a DelayedSubmission of itself, so submitit's own USR2
-path (its handler is active only for the instants before ``__call__`` starts) requeues the
-same task too.
+Requeue design (one path, on the host). lens's own handlers own SIGUSR2 and SIGTERM for the
+whole task: a SIGUSR2 that arrives while the task starts is remembered and honoured at the
+first training step (lens.train.signals.remember_early_requests), one during training at
+the next step, where run_task checkpoints; a SIGTERM before training starts ends the task
+at once. Either way the task exits 75 ("checkpointed, run me again"). Every srun rank runs
+under a small host-side wrapper (:func:`render_wrapper`, built from lens.cluster.requeue):
+it forwards SIGUSR2 and SIGTERM to the rank and, on rank 0, requeues the array task with
+``scontrol requeue`` when the rank exits 75 after SIGUSR2 — the same code whether or not
+the rank runs inside an Apptainer image (where scontrol usually is missing). A SIGTERM
+(``scancel``, `lens cancel`) also checkpoints, but is never requeued. The requeued task
+starts again with the same pickle and resumes from checkpoint.pt; its ``restarts`` count
+grows by one. ``TaskRunner.checkpoint()`` returns a DelayedSubmission of itself, so
+submitit's own USR2 path (its handler is active only for the instants before ``__call__``
+starts) requeues the same task too.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # no time limit on a laptop: submitit's local t
 
 
 class _SignalRecord:
-    """Signals that arrive before run_task installs its own handlers (imports, set-up)."""
+    """A SIGTERM that arrives before run_task installs its own handlers (imports, set-up)."""
 
     def __init__(self) -> None:
         self.name: str | None = None
@@ -69,7 +70,11 @@ def _record_signals(active: bool) -> Iterator[_SignalRecord]:
     if not active or threading.current_thread() is not threading.main_thread():
         yield record
         return
-    previous = {s: signal.signal(s, record.handler) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    from lens.train.signals import remember_early_requests
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    remember_early_requests()  # SIGUSR2: handed to the training loop
+    signal.signal(signal.SIGTERM, record.handler)
     try:
         yield record
     finally:
@@ -118,7 +123,7 @@ class TaskRunner:
             spec = TaskSpec(stage=self.stage, data=self.data, fold=self.fold, out=self.run,
                             overrides=self.overrides)
             try:
-                if early.name is not None:  # nothing trained yet: the last checkpoint stands
+                if early.name is not None:  # cancelled while starting: nothing to save
                     raise TaskInterrupted(f"stopped by {early.name} before training started")
                 result = run_task(spec)
             except TaskInterrupted as exc:
