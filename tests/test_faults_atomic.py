@@ -205,6 +205,8 @@ def test_the_report_never_reads_a_fold_that_is_still_being_written(tmp_path):
     run = tmp_path / "run"
     _static_fold(run)
     reads, complete, problems = _read_while_writing(run, atomic_writes=True, seconds=4.0)
+    print(f"report readers: {reads} reads while fold 1 was rewritten, {complete} saw it "
+          f"complete, {len(problems)} problems")
     assert problems == []
     assert reads >= 50 and complete >= 10, (reads, complete)
 
@@ -216,4 +218,5 @@ def test_control_a_plain_writer_is_caught_tearing_files(tmp_path):
     run = tmp_path / "run"
     _static_fold(run)
     reads, _, problems = _read_while_writing(run, atomic_writes=False, seconds=3.0)
+    print(f"control: {reads} reads of a plain writer's files, {len(problems)} failures")
     assert reads >= 50 and problems, reads

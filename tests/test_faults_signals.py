@@ -67,6 +67,7 @@ def test_usr2_while_starting_is_honoured_at_the_first_step(data_file, tmp_path):
     assert result(run)["metrics"] == result(tmp_path / "clean")["metrics"]
 
 
+@pytest.mark.slow
 def test_usr2_when_nothing_is_left_to_train_is_ignored(data_file, tmp_path):
     """A requeued task whose result is complete returns it; a late SIGUSR2 must not turn
     that into a failure."""
