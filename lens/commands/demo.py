@@ -32,7 +32,7 @@ class DemoSettings:
     test_per_class: int = 100
     folds: int = 5
     seed: int = 0
-    classify: tuple[str, ...] = ("epochs=8", "batch_size=64", "n_boot=200", "num_workers=0")
+    classify: tuple[str, ...] = ("epochs=5", "batch_size=64", "n_boot=200", "num_workers=0")
     pretrain: tuple[str, ...] = ("epochs=5", "batch_size=128", "n_boot=200", "num_workers=0")
     finetune: tuple[str, ...] = ("epochs=5", "batch_size=64", "n_boot=200", "num_workers=0")
 
