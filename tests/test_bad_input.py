@@ -121,6 +121,14 @@ def test_unreadable_packed_files_are_refused_by_train(data_file, tmp_path, capsy
     assert not (tmp_path / "run").exists()  # nothing written for a task that cannot run
 
 
+def test_batch_larger_than_the_training_images(data_file, tmp_path, capsys):
+    code, err = train(capsys, data_file, tmp_path / "run", "--set", "batch_size=512")
+    assert code == 1
+    assert one_line_error(err) == ("error: batch_size 512 is larger than the 40 training "
+                                   "images; lower it with --set batch_size=...")
+    assert not (tmp_path / "run").exists()
+
+
 # ---- run folders that cannot be written -------------------------------------------------------
 
 
@@ -181,6 +189,17 @@ def test_run_folder_that_is_a_file(data_file, tmp_path, capsys):
         assert code == 1
         assert one_line_error(err) == f"error: {out}/classify/fold_0/result.json: Not a directory"
     assert afile.read_text() == "not a folder"
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, err = lens(capsys, "report", tmp_path / "nowhere")
+    assert code == 1
+    assert one_line_error(err) == f"error: {tmp_path}/nowhere: no such run directory"
+    (tmp_path / "empty").mkdir()
+    code, err = lens(capsys, "report", tmp_path / "empty")
+    assert code == 1
+    assert one_line_error(err) == (f"error: {tmp_path}/empty: no stage folders (classify/, "
+                                   "pretrain/, finetune/) found")
 
 
 # ---- a full disk while a checkpoint is written ----------------------------------------------
