@@ -11,6 +11,8 @@ Three loops, each timed after a warm-up, all with the same model (lens.models re
             of each epoch from metrics.jsonl (training steps only), epochs 2..E
   bare      forward + backward + optimizer step on one random batch already on the device,
             same precision and memory format: the ceiling for any input pipeline
+  pipeline  lens's input pipeline alone (gather, dihedral augmentation, layout), ms/batch:
+            the part of a lens step that a bare step does not have
   notebook  the original notebooks' loop: PNG files in an ImageFolder tree, torchvision
             transforms (RandomHorizontalFlip, RandomRotation(10), ToTensor, Normalize(0.5,
             0.5)), DataLoader without workers, fp32, Adam
@@ -76,6 +78,32 @@ def bench_lens(tmp: Path, images: np.ndarray, labels: np.ndarray, args: argparse
     total = time.perf_counter() - start
     lines = [json.loads(x) for x in (tmp / "run/classify/fold_1/metrics.jsonl").open()]
     return summarise([line["images_per_s"] for line in lines][1:]) | {"task_wall_s": total}
+
+
+def bench_pipeline(tmp: Path, images: np.ndarray, labels: np.ndarray, device: torch.device,
+                   args: argparse.Namespace) -> dict:
+    """The input pipeline of a lens step alone (batch gather from the in-memory tensor,
+    default augmentation, memory layout), per batch: what lens adds to a bare step."""
+    from lens import augment
+    from lens.data.h5file import read_info
+    from lens.train import data
+
+    path = tmp / "pipeline.h5"
+    write_packed(path, images, labels, CLASSES)
+    info = read_info(path)
+    subset = data.Subset("train", np.arange(info.n), labels)
+    source = data.MemorySource(info, subset, device, device)
+    plan = data.shard(data.epoch_order(info.n, 0, 0, 0), args.batch, 1, 0)
+    cfg, generator = augment.AugmentConfig(), torch.Generator(device=device)
+    seconds = []
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        for x, _ in source.batches(plan):
+            x = augment.apply(x, cfg, generator).contiguous(memory_format=torch.channels_last)
+        sync(device)
+        seconds.append((time.perf_counter() - start) / len(plan))
+    return {"ms_per_batch": 1000 * float(np.median(seconds)), "batches": len(plan)}
 
 
 def bench_bare(images: np.ndarray, labels: np.ndarray, device: torch.device,
@@ -209,6 +237,9 @@ def main() -> None:
                                   bench_lens(tmp / f"round{r}", images, labels, args))
         for name, results in runs.items():
             out[name] = summarise([x for res in results for x in res["samples"]])
+        out["pipeline"] = bench_pipeline(tmp, images, labels, device, args)
+        bare_step_ms = 1000 * args.batch / out["bare"]["images_per_s"]
+        out["pipeline"]["share_of_bare_step"] = out["pipeline"]["ms_per_batch"] / bare_step_ms
         if not args.skip_notebook:
             out["notebook"] = bench_notebook(tmp, images, labels, device, args)
     for ref in ("bare", "notebook"):

@@ -1,8 +1,11 @@
-"""Learning happens: small `lens simulate` sets (64 px), trained on 2 CPU threads.
+"""Learning happens: small `lens simulate` sets (64 px, seed 1), trained on 2 CPU threads.
 
-Each test trains on folds 1-2 and is judged on the held-out fold 0 only. Measured on the
-shared 2-core development machine: lens vs non-lens AUC 0.998 after 8 epochs (about 16 s
-when the machine is idle); 3-class substructure macro AUC 0.93 after 15 epochs.
+Each test trains on folds 1-2 and is judged on the held-out fold 0 only. Measured with
+exactly these settings on the shared 2-core development machine: lens vs non-lens AUC
+0.998 (bootstrap 95% interval 0.994-1.0); substructure macro AUC 0.898 (0.870-0.924);
+SimCLR pretraining then an MLP head AUC 0.970; on the imbalanced copy (20 lenses, 100
+non-lenses held out) a linear head reaches balanced accuracy 0.815. Each test takes 5-40 s
+on an idle machine (several minutes when the cores are shared with other work).
 """
 
 from __future__ import annotations
