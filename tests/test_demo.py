@@ -23,7 +23,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     n_train = 2 * QUICK.train_per_class
     assert report["stages"]["classify"]["oof"]["n"] == n_train
     assert report["stages"]["finetune"]["test_ensemble"]["n"] == 2 * QUICK.test_per_class
-    assert f"report: {out / 'run' / 'report.md'}" in text
+    assert f"report: {out / 'run' / 'report.md'}" in text  # tmp_path: not below the cwd
     assert "classify: ROC-AUC" in text and "finetune: ROC-AUC" in text
     run = json.loads((out / "run" / "run.json").read_text())
     assert [s["experiment"] for s in run["submissions"]] == ["classify", "all"]

@@ -27,6 +27,7 @@ from lens.cluster.status import (
     render_text,
     run_status,
     sacct_states,
+    slurm_query,
     state_lookup,
 )
 from lens.errors import LensError
@@ -224,3 +225,17 @@ def test_bad_manifests_are_named(tmp_path, content, message):
         (run / "run.json").write_text(content)
     with pytest.raises(LensError, match=message):
         run_status(run)
+
+
+def test_a_job_too_new_for_sacct_is_found_by_squeue(tmp_path, monkeypatch):
+    """sbatch has returned but slurmdbd has not heard of the job yet: squeue knows it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/bash\necho '200_0|COMPLETED|0:0|00:00:09|x|x'\n")
+    (bin_dir / "squeue").write_text(
+        "#!/bin/bash\n[[ \"$*\" == *'-j 201'* ]] && echo '201|PENDING|0:00'\n")
+    for name in ("sacct", "squeue"):
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert {k: v.state for k, v in slurm_query(["200", "201"]).items()} == {
+        "200_0": "COMPLETED", "201": "PENDING"}

@@ -227,9 +227,11 @@ def test_finetune_chains_onto_a_queued_pretraining(slurm_cluster, data2, tmp_pat
         assert f"Dependency=aftercorr:{pre}" in shown
     finally:
         slurmcli.run(["scontrol", "release", pre])
-    report = manifest(run)["reports"][-1]["job_id"]
+    first, report = (r["job_id"] for r in manifest(run)["reports"])
+    assert manifest(run)["reports"][0]["superseded_by"] == report  # one report per run
     states = wait_states([pre, fine, report], expected=5)
     assert {s.state for s in states.values()} == {"COMPLETED"}, logs(run)
+    assert slurmcli.job_states([first])[first].state == "CANCELLED"
     for fold in (0, 1):
         assert states[f"{fine}_{fold}"].start >= states[f"{pre}_{fold}"].end
         result = json.loads((run / "finetune" / f"fold_{fold}" / "result.json").read_text())

@@ -1,10 +1,11 @@
 """Where every task of a run stands: `lens status`, the `--wait` table, and `lens report`.
 
 A task's state comes from, in order: its result.json (COMPLETED when valid, whatever the
-scheduler says), Slurm's accounting (sacct; pending array ranges such as ``123_[2-4%2]``
-are expanded per fold), the local executor's record in run.json (checked against the live
+scheduler says), Slurm (sacct, and squeue for a job submitted a moment ago that the
+accounting database does not list yet; pending array ranges such as ``123_[2-4%2]`` are
+expanded per fold), the local executor's record in run.json (checked against the live
 processes), and finally the files on disk (INCOMPLETE: a task folder without a result;
-MISSING: nothing at all). A job that sacct does not know is UNKNOWN, with a note saying so.
+MISSING: nothing at all). A job that Slurm does not know is UNKNOWN, with a note saying so.
 """
 
 from __future__ import annotations
@@ -92,16 +93,35 @@ def expand_job_id(job_id: str) -> list[str]:
     return out
 
 
+def slurm_query(ids: list[str]) -> dict[str, JobState]:
+    """sacct, then squeue for the jobs sacct does not list yet: the accounting database
+    learns of a job a moment after sbatch returns, slurmctld at once."""
+    from lens.cluster import slurmcli
+
+    states = slurmcli.job_states(ids)
+    known = {key.split("_")[0] for key in states}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        try:
+            out = slurmcli.run(["squeue", "-h", "-r", "-j", ",".join(missing),
+                                "-o", "%i|%T|%M"])
+        except LensError:
+            out = ""
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 3:
+                states[parts[0]] = JobState(parts[0], parts[1], 0, 0, parts[2], "", "")
+    return states
+
+
 def sacct_states(job_ids: Iterable[str],
                  query: Callable[[list[str]], dict[str, JobState]] | None = None,
                  ) -> dict[str, JobState]:
-    """sacct's state of each job and array task (``123`` and ``123_4``) of the given jobs."""
-    from lens.cluster import slurmcli
-
+    """Slurm's state of each job and array task (``123`` and ``123_4``) of the given jobs."""
     ids = sorted({j.split("_")[0] for j in job_ids}, key=int)
     if not ids:
         return {}
-    raw = (query or slurmcli.job_states)(ids)
+    raw = (query or slurm_query)(ids)
     states: dict[str, JobState] = {}
     for key, state in raw.items():
         for one in expand_job_id(key):

@@ -87,7 +87,7 @@ def demo(
     else:
         typer.echo(f"using {data}")
     report = _experiments(out / "run", data, settings, executor.value, profile)
-    typer.echo(f"report: {out / 'run' / 'report.md'}")
+    typer.echo(f"report: {_shown(out / 'run' / 'report.md')}")
     for line in headlines(report):
         typer.echo(line)
     typer.echo(f"demo done in {time.perf_counter() - start:.0f} s")
@@ -95,6 +95,14 @@ def demo(
     if missing:
         raise LensError(f"{len(missing)} task(s) missing or failed; see "
                         f"{out / 'run' / 'report.md'}")
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the current folder when it is below it (as typed), else whole."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _check_settings(out: Path, settings: DemoSettings) -> None:
