@@ -191,28 +191,32 @@ def test_cancel_scancels_only_what_still_runs(tmp_path, monkeypatch):
 
 
 def test_cancel_stops_a_local_task(tmp_path):
-    """A stand-in for submitit's local controller: a process whose command line names it."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             "submitit.local._local"])
+    """Stand-ins for the `lens submit` process that drives a local run and for submitit's
+    controller of a running task (a process whose command line names it)."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    driver = subprocess.Popen(sleep)
+    controller = subprocess.Popen([*sleep, "submitit.local._local"])
     try:
         run = tmp_path / "run"
         run.mkdir()
         data = manifest.new(run)
         data["stages"]["classify"] = {"folds": 1, "config": {}}
-        data["submissions"].append({"driver": {"pid": proc.pid, "host": "elsewhere"}})
-        manifest.set_fold_job(data, "classify", 0, {"job_id": str(proc.pid),
+        data["submissions"].append({"driver": {"pid": driver.pid, "host": "elsewhere"}})
+        manifest.set_fold_job(data, "classify", 0, {"job_id": str(controller.pid),
                                                      "executor": "local", "state": "RUNNING",
                                                      "submission": 0})
         manifest.write(run, data)
         # another host ran it: status cannot check, cancel does not touch pids
         assert run_status(run).tasks[0].detail.startswith("ran on another host")
+        assert cancel(run) == [] and driver.poll() is None and controller.poll() is None
         data["submissions"][0]["driver"]["host"] = os.uname().nodename
         manifest.write(run, data)
-        assert cancel(run) == [f"SIGTERM to lens submit (pid {proc.pid})",
-                               f"SIGTERM to pid {proc.pid} (classify fold 0)"]
-        assert proc.wait(timeout=10) == -15
+        assert cancel(run) == [f"SIGTERM to lens submit (pid {driver.pid})",
+                               f"SIGTERM to pid {controller.pid} (classify fold 0)"]
+        assert driver.wait(timeout=10) == -15 and controller.wait(timeout=10) == -15
     finally:
-        proc.kill()
+        driver.kill()
+        controller.kill()
 
 
 @pytest.mark.parametrize("content, message", [

@@ -40,12 +40,18 @@ def cancel(run: Path) -> list[str]:
                 _has_running_local(data, i):
             _kill(driver["pid"])
             done.append(f"SIGTERM to lens submit (pid {driver['pid']})")
+    subs = data.get("submissions") or []
     for t in status.tasks:
-        if t.state == "RUNNING" and t.job_id and _executor(data, t) == "local":
-            pid = int(t.job_id)
-            if process_alive(pid, LOCAL_CONTROLLER):
-                _kill(pid)
-                done.append(f"SIGTERM to pid {pid} ({_what(t.stage, t.fold)})")
+        if t.state != "RUNNING" or not t.job_id or _executor(data, t) != "local":
+            continue
+        entry = manifest.fold_jobs(data, t.stage).get(t.fold) or {}
+        index = entry.get("submission")
+        here = isinstance(index, int) and 0 <= index < len(subs) and \
+            (subs[index].get("driver") or {}).get("host") == host
+        pid = int(t.job_id)
+        if here and process_alive(pid, LOCAL_CONTROLLER):  # a pid of this machine
+            _kill(pid)
+            done.append(f"SIGTERM to pid {pid} ({_what(t.stage, t.fold)})")
     if not done and any(t.state == "UNKNOWN" for t in status.tasks):
         raise LensError(f"{run}: nothing to cancel that this machine can see "
                         "(some jobs are UNKNOWN: see `lens status`)")
