@@ -26,6 +26,7 @@ from lens.cli import app, main
 from lens.cluster import launch, manifest
 from lens.cluster.options import StageInput
 from lens.cluster.profiles import SlurmProfile, load_profile, with_overrides
+from lens.cluster.status import process_alive
 from lens.cluster.submit import Request, plan, prepare, submit
 from lens.errors import LensError
 from lens.train.config import load_config, to_dict
@@ -520,3 +521,37 @@ def test_a_signal_while_the_task_starts_is_a_requeue_not_a_failure(tmp_path):
     assert second.returncode == 0, second.stderr
     result = json.loads((run / "classify" / "fold_0" / "result.json").read_text())
     assert result["restarts"] == 1 and result["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_local_run(tmp_path):
+    """`lens cancel` on a run that `lens submit --executor local` is driving: the running
+    task checkpoints and stops, the queued one never starts, the driver exits 130."""
+    data = make_packed(tmp_path / "d.h5", n=100, size=16, n_folds=2, n_test=0)
+    run = tmp_path / "run"
+    sets = [x for item in (*TINY, "epochs=400") for x in ("--set", item)]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "lens", "submit", "--stage", "classify", "--data", str(data),
+         "--run", str(run), "--executor", "local", "--array-parallelism", "1", *sets],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = run / "classify" / "fold_0" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert metrics.exists(), driver.stderr.read() if driver.poll() is not None else ""
+        controller = int(manifest.read(run)["jobs"]["classify"]["0"]["job_id"])
+        cancelled = subprocess.run([sys.executable, "-m", "lens", "cancel", str(run)],
+                                   capture_output=True, text=True, timeout=60)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert f"SIGTERM to lens submit (pid {driver.pid})" in cancelled.stdout
+        _, err = driver.communicate(timeout=120)
+        assert driver.returncode == 130, err
+        assert "cancelled; submit the same command again to resume" in err
+    finally:
+        driver.kill()
+    jobs = manifest.read(run)["jobs"]["classify"]
+    assert (jobs["0"]["state"], jobs["1"]["state"]) == ("CANCELLED", "CANCELLED")
+    assert (run / "classify" / "fold_0" / "checkpoint.pt").is_file()
+    assert not (run / "classify" / "fold_1").exists()
+    assert not process_alive(controller, "submitit")
