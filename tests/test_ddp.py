@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,12 @@ def free_port() -> int:
 
 def launch(data: Path, out: Path, world: int, *sets: str) -> None:
     """``world`` ranks of `python -m lens train`, as srun + TorchDistributedEnvironment."""
+    for p in start(data, out, world, *sets):
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+
+
+def start(data: Path, out: Path, world: int, *sets: str) -> list[subprocess.Popen]:
     port = free_port()
     cmd = [sys.executable, "-m", "lens", "train", "--stage", "classify", "--data", str(data),
            "--fold", "0", "--out", str(out)]
@@ -50,9 +58,7 @@ def launch(data: Path, out: Path, world: int, *sets: str) -> None:
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
+    return procs
 
 
 def outputs(out: Path) -> tuple[dict, dict]:
@@ -91,6 +97,32 @@ def test_two_ranks_with_batchnorm_predict_every_held_out_image_once(data_file, t
     assert np.unique(pred["val_index"]).size == pred["val_index"].size == result["n_val"]
     assert pred["val_prob"].shape == (result["n_val"], 2)
     assert pred["test_prob"].shape == (result["n_test"], 2)
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_together_on_sigusr2_and_resume_exactly(data_file, tmp_path):
+    """Slurm signals every rank; the ranks agree on the step (an all-reduce of the flag),
+    rank 0 checkpoints, all exit 75, and the resumed pair ends as an uninterrupted pair."""
+    sets = ("model.name=vit_tiny", "epochs=3", "batch_size=16", "n_boot=0", "device=cpu",
+            "deterministic=true", "augment.dihedral=false")
+    launch(data_file, tmp_path / "clean", 2, *sets)
+    procs = start(data_file, tmp_path / "stopped", 2, *sets)
+    metrics = tmp_path / "stopped" / "classify" / "fold_0" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not metrics.exists():
+        assert all(p.poll() is None for p in procs) and time.time() < deadline
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGUSR2)
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 75, err
+    launch(data_file, tmp_path / "stopped", 2, *sets)
+    (r1, p1), (r2, p2) = outputs(tmp_path / "clean"), outputs(tmp_path / "stopped")
+    assert r2["restarts"] == 1 and r1["restarts"] == 0
+    assert r1["metrics"] == r2["metrics"]
+    for key in p1:
+        np.testing.assert_array_equal(p1[key], p2[key], err_msg=key)
 
 
 def test_env_info_from_torch_or_srun_variables():

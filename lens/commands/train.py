@@ -49,6 +49,7 @@ def train(
       lens train --stage finetune --data lenses.h5 --fold 0 --out runs/ssl \\
           --config jobs/finetune.toml --set finetune.mode=full
     """
+    from lens.train.distributed import env_info
     from lens.train.signals import TaskInterrupted, remember_early_requests
 
     remember_early_requests()  # before the slow imports: Slurm may signal a starting task
@@ -63,7 +64,8 @@ def train(
         # SystemExit, not typer.Exit: lens.cli.main runs the app with standalone_mode=False,
         # where click returns typer.Exit's code instead of exiting with it
         raise SystemExit(exc.exit_code) from None
-    typer.echo(summary(result, task_dir(out, stage.value, fold)))
+    if env_info().is_main:  # one line per task, not per rank
+        typer.echo(summary(result, task_dir(out, stage.value, fold)))
 
 
 def summary(result: dict, where: Path) -> str:

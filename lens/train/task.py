@@ -6,8 +6,11 @@
 Writes RUN/<stage>/fold_<K>/ (see docs/ARCHITECTURE.md, "One task"). Idempotent: a task
 whose result.json is complete returns it at once; a task with a checkpoint resumes from it.
 Raises LensError on bad input and TaskInterrupted (exit code 75) after checkpointing on
-SIGUSR2/SIGTERM. Under torch.distributed (RANK/WORLD_SIZE or srun variables) every rank
-calls run_task with the same spec; only rank 0 writes files.
+SIGUSR2/SIGTERM. For its duration run_task installs its own SIGUSR2/SIGTERM handlers (and
+restores the previous ones), so inside submitit the caller sees TaskInterrupted and decides
+about the requeue; submitit's own checkpoint() hook is not reached. Under torch.distributed
+(RANK/WORLD_SIZE or srun variables) every rank calls run_task with the same spec; only
+rank 0 writes files.
 """
 
 from __future__ import annotations
