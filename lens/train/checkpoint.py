@@ -3,11 +3,15 @@
 A checkpoint is a plain dict of tensors and plain Python values, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code runs when reading a file):
 
-    format, stage, fold, config, data, model, optimizer, scheduler, scaler,
-    epoch, step_in_epoch, global_step, progress (loss sums, history, wall time, restarts),
-    rng (python, numpy, torch, cuda)
+    format, stage, fold, config, data (identity of the packed file), model, optimizer,
+    scheduler, scaler, progress (epoch, step_in_epoch, global_step, images and seconds of
+    the current epoch, wall time, restarts, per-epoch history), per_rank (each rank's
+    running loss and RNG states: python, numpy, torch CPU, CUDA)
 
-It is written to a temporary sibling and renamed, so a crash leaves the previous one.
+The data-order and augmentation generators need no saved state: lens.train.loop draws each
+epoch's order from (seed, fold, epoch) and re-seeds the augmentation generator every step
+from (seed, fold, step, rank). It is written to a temporary sibling and renamed, so a
+crash leaves the previous checkpoint.
 """
 
 from __future__ import annotations
