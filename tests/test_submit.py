@@ -555,3 +555,43 @@ def test_cancel_stops_a_local_run(tmp_path):
     assert (run / "classify" / "fold_0" / "checkpoint.pt").is_file()
     assert not (run / "classify" / "fold_1").exists()
     assert not process_alive(controller, "submitit")
+
+
+def test_container_jobs_run_each_rank_in_the_image(fake_slurm, fake_apptainer, data5, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.setenv("FAKE_IMAGE_PYTHON", str(tuple(sys.version_info[:2])))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    profile = with_overrides(load_profile(REPO / "slurm" / "profiles" / "local.toml"),
+                             container=str(fake_apptainer), binds=[f"{scratch}:/scratch:ro"],
+                             gpus_per_task=2)
+    run = tmp_path / "run"
+    submit(_request(data5, run, "classify", profile=profile))
+    scripts = sbatch_scripts(fake_slurm)
+    task = (f"bash {run}/logs/requeue.sh apptainer exec --nv --bind "
+            f"{data5.parent},{run},{scratch}:/scratch:ro {fake_apptainer} python "
+            f"-u -m submitit.core._submit {run}/logs/classify")
+    assert task in scripts[100]
+    assert sbatch_option(scripts[100], "gres") == "gpu:2"
+    assert sbatch_option(scripts[100], "ntasks-per-node") == "2"
+    report = (f"apptainer exec --bind {run},{scratch}:/scratch:ro {fake_apptainer} python "
+              f"-u -m submitit.core._submit {run}/logs/report")
+    assert report in scripts[101] and "requeue.sh" not in scripts[101]
+    container = manifest.read(run)["container"]
+    assert container["path"] == str(fake_apptainer)
+    assert container["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert container["sha256"] == manifest.sha256(fake_apptainer)
+
+
+@pytest.mark.slow
+def test_local_run_through_the_container_command(fake_apptainer, tmp_path, monkeypatch):
+    """The image stand-in runs this machine's Python: the tasks really go through
+    `apptainer exec ... python -u -m submitit.core._submit`."""
+    monkeypatch.setenv("FAKE_IMAGE_PYTHON", str(tuple(sys.version_info[:2])))
+    data = make_packed(tmp_path / "d.h5", n=100, size=16, n_folds=2, n_test=0)
+    run = tmp_path / "run"
+    sets = [x for item in TINY for x in ("--set", item)]
+    assert lens("submit", "--stage", "classify", "--data", str(data), "--run", str(run),
+                "--executor", "local", "--container", str(fake_apptainer), *sets) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["complete"] and report["stages"]["classify"]["completed"] == 2
