@@ -37,7 +37,8 @@ class DemoSettings:
     finetune: tuple[str, ...] = ("epochs=5", "batch_size=64", "n_boot=200", "num_workers=0")
 
 
-# --quick: the same steps in about a minute (a smoke test, not a result).
+# --quick: the same steps with 6x fewer images, 1-2 epochs and the small CNN: a smoke test,
+# not a result (75-190 s measured on 2 shared cores).
 QUICK = DemoSettings(
     train_per_class=60, test_per_class=20,
     classify=("epochs=2", "batch_size=32", "n_boot=50", "num_workers=0",
@@ -56,7 +57,7 @@ def demo(
         "--executor", help="local: here, on this machine's CPUs; slurm: as cluster jobs.")]
     = DemoExecutor.local,
     quick: Annotated[bool, typer.Option(
-        "--quick", help="Fewer, smaller images and epochs: about a minute.")] = False,
+        "--quick", help="Fewer images and epochs, a small CNN: a smoke test.")] = False,
     profile: ProfileOpt = None,
 ) -> None:
     """Simulate, pack, cross-validate and report: the whole experiment, small.
