@@ -49,10 +49,11 @@ def train(
       lens train --stage finetune --data lenses.h5 --fold 0 --out runs/ssl \\
           --config jobs/finetune.toml --set finetune.mode=full
     """
-    from lens.train.distributed import env_info
     from lens.train.signals import TaskInterrupted, remember_early_requests
 
-    remember_early_requests()  # before the slow imports: Slurm may signal a starting task
+    # first, before anything imports torch (seconds): Slurm may signal a starting task
+    remember_early_requests()
+    from lens.train.distributed import env_info
     from lens.train.task import TaskSpec, run_task, task_dir
 
     spec = TaskSpec(stage=stage.value, data=data, fold=fold, out=out, config=config,
