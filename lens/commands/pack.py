@@ -172,44 +172,10 @@ def _command_from(srcs: list[Path], out: Path, o) -> str:
     return shlex.join(words)
 
 
-class _progress:
-    """A rich progress bar on stderr, one task per stage, as a ``(stage, done, total)`` callback."""
+def _progress():
+    from lens.progress import StageProgress
 
-    LABELS = {"check": "checking files", "pack": "packing images"}
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,  # no bar in logs and pipes
-        )
-        self._bar.start()
-        self._tasks: dict[str, int] = {}
-        return self.update
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(self.LABELS.get(stage, stage), total=total)
-        self._bar.update(self._tasks[stage], completed=done)
-
-    def __exit__(self, *exc) -> None:
-        self._bar.stop()
+    return StageProgress({"check": "checking files", "pack": "packing images"})
 
 
 def register(app: typer.Typer) -> None:

@@ -194,39 +194,11 @@ def _merge(outs, n_shards: int, n_boot: int, top: int, montage: Path | None,
     _report(done.written, done.metrics, done.top)
 
 
-class _progress:
-    """A rich progress bar on stderr (none in logs and pipes), one task per stage, as a
-    ``(stage, done, total)`` callback."""
+def _progress():
+    from lens.progress import StageProgress
 
-    LABELS = {"check": "checking files", "pack": "packing images", "predict": "predicting",
-              "merge": "merging parts"}
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                             console=console, transient=True, disable=not console.is_terminal)
-        self._tasks: dict[str, int] = {}
-        self._bar.__enter__()
-        return self
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(self.LABELS.get(stage, stage), total=total)
-        self._bar.update(self._tasks[stage], completed=done, total=total)
-
-    def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
+    return StageProgress({"check": "checking files", "pack": "packing images",
+                          "predict": "predicting", "merge": "merging parts"})
 
 
 def register(app: typer.Typer) -> None:
