@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from lens.cli import app
 from lens.cluster import slurmcli
-from lens.cluster.requeue import render_requeue_wrapper
 from lens.cluster.sbatch import (
     AggregateJob,
     ArrayJob,
@@ -317,40 +316,6 @@ def test_usr2_to_the_batch_shell_reaches_the_step_then_requeues(tmp_path):
         time.sleep(0.05)
     assert started.exists()
     proc.send_signal(signal.SIGUSR2)  # what --signal=B:USR2@delay does
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert (tmp_path / "record" / "got").read_text() == "usr2\n"
-    assert (tmp_path / "record" / "scontrol").read_text() == "requeue 1230_3\n"
-
-
-@pytest.mark.parametrize("procid, child, code, requeued", [
-    ("0", "exit 75", 0, True), ("1", "exit 75", 75, False), ("0", "exit 4", 4, False),
-    ("0", "exit 0", 0, False),
-])
-def test_requeue_wrapper_for_one_rank(tmp_path, procid, child, code, requeued):
-    wrapper = tmp_path / "wrap.sh"
-    wrapper.write_text(render_requeue_wrapper(max_requeues=3))
-    env = _stand_in_env(tmp_path, SLURM_PROCID=procid)
-    done = subprocess.run(["bash", str(wrapper), "bash", "-c", child], env=env,
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == code, done.stderr
-    record = tmp_path / "record" / "scontrol"
-    assert (record.read_text() == "requeue 1230_3\n") if requeued else not record.exists()
-
-
-def test_requeue_wrapper_forwards_usr2_to_the_command(tmp_path):
-    wrapper = tmp_path / "wrap.sh"
-    wrapper.write_text(render_requeue_wrapper())
-    env = _stand_in_env(tmp_path, SLURM_PROCID="0")
-    child = ('trap \'echo usr2 > "$RECORD/got"; exit 75\' USR2; touch "$RECORD/started"; '
-             "for i in $(seq 1 200); do sleep 0.05; done; exit 9")
-    proc = subprocess.Popen(["bash", str(wrapper), "bash", "-c", child], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    started = tmp_path / "record" / "started"
-    deadline = time.monotonic() + 20
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR2)  # what srun does with a signal for the step
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert (tmp_path / "record" / "got").read_text() == "usr2\n"

@@ -6,9 +6,9 @@ requeue happens outside it, in a host shell that started the task and waited for
 
 - the generated sbatch scripts (lens.cluster.sbatch): the batch shell gets ``B:USR2``,
   forwards it to the srun step, and requeues the array task when the step exits 75;
-- :func:`render_requeue_wrapper`: a per-rank wrapper for launchers that build their own
-  batch script (e.g. submitit's ``slurm_python``): ``wrapper.sh apptainer exec ... python``;
-  it forwards SIGUSR2/SIGTERM to the container and, on rank 0, requeues on exit 75.
+- `lens submit` (lens.cluster.launch): a per-rank host wrapper, RUN/logs/requeue.sh, in
+  front of submitit's python command; it requeues after SIGUSR2 only, never after a
+  SIGTERM from scancel.
 
 A requeued job runs again from the top with ``SLURM_RESTART_COUNT`` + 1 (after Slurm's
 requeue delay) and resumes from its checkpoint. ``max_requeues`` bounds the loop.
@@ -58,20 +58,3 @@ fi
 exit "$status"
 """
     return "".join(indent + line if line.strip() else line for line in text.splitlines(True))
-
-
-def render_requeue_wrapper(max_requeues: int = 20) -> str:
-    """A host-side wrapper for one srun rank: ``wrapper.sh COMMAND...`` (see module doc)."""
-    return f"""#!/bin/bash
-# lens: run one rank's COMMAND (e.g. `apptainer exec ... python -m ...`) on the host side of
-# the container, forward SIGUSR2/SIGTERM to it, and when rank 0 exits {EX_TEMPFAIL} (checkpointed,
-# run me again) requeue the job from here, where scontrol exists.
-set -uo pipefail
-if (($# == 0)); then echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; fi
-"$@" &
-child=$!
-trap 'kill -USR2 "$child" 2>/dev/null || true' USR2
-trap 'kill -TERM "$child" 2>/dev/null || true' TERM
-{wait_block("child")}
-if [[ "${{SLURM_PROCID:-0}}" != 0 ]]; then exit "$status"; fi  # rank 0 alone requeues
-{requeue_block(max_requeues)}"""
