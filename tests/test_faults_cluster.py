@@ -12,6 +12,7 @@ the metrics of an uninterrupted one, and completed folds are never touched again
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -152,16 +153,30 @@ def setup(slurm_cluster, tmp_path_factory) -> dict:
 # ---- 1. a time limit too short for the epochs -------------------------------------------------
 
 
+def _seconds_per_epoch(data: Path, tmp: Path) -> float:
+    """This machine's speed for the time-limit task: a short local run of the same config."""
+    out = tmp / "calibrate"
+    cmd = [sys.executable, "-m", "lens", "train", "--stage", "classify", "--data", str(data),
+           "--fold", "0", "--out", str(out),
+           "--config", str(write_config(tmp / "calibrate.toml", epochs=4))]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   capture_output=True, timeout=300)
+    lines = [json.loads(x) for x in
+             (out / "classify" / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+    return (lines[-1]["elapsed_s"] - lines[0]["elapsed_s"]) / (len(lines) - 1)
+
+
 def test_time_limit_checkpoints_requeues_and_completes(slurm_cluster, tmp_path):
-    """A 1-minute limit and ~60 s of training: Slurm signals the batch shell (B:USR2) 15 s
-    before the limit (its timer ticks every 30 s, so 15-45 s after the start), the task
-    checkpoints, the shell requeues it, and it resumes until every epoch is done."""
+    """A 1-minute limit and about 75 s of training (sized from this machine's measured
+    speed): Slurm signals the batch shell (B:USR2) 15 s before the limit (its timer ticks
+    every 30 s, so 15-45 s after the start), the task checkpoints, the shell requeues it,
+    and it resumes until every epoch is done."""
     torch.set_num_threads(1)
     data = make_packed(tmp_path / "lenses.h5", n=480, n_test=32, n_folds=2)
-    epochs = 40
+    epochs = max(40, math.ceil(75 / _seconds_per_epoch(data, tmp_path)))
     config = write_config(tmp_path / "slow.toml", epochs=epochs)
     profile = write_profile(tmp_path / "short.toml", slurm_cluster.profile, time="00:01:00",
-                            signal_delay_s=15, max_requeues=8)
+                            signal_delay_s=15, max_requeues=12)
     run = tmp_path / ODD
     scripts = generate(data, run, config, profile)
     job = sbatch_one_fold(scripts, 0, tmp_path)
