@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,41 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train_bench as tb  # noqa: E402
 
 
-def bare_compiled(images, labels, device, amp, args) -> dict:
-    """The bare loop with the model under torch.compile (compile time reported apart)."""
-    import torch.nn.functional as F
-
-    from lens.models import build_classifier
-
-    torch.manual_seed(0)
-    model = build_classifier("resnet18", 1, args.size, 3).to(
-        device, memory_format=torch.channels_last)
-    compiled = torch.compile(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    x = torch.from_numpy(images[: args.batch]).to(device).contiguous(
-        memory_format=torch.channels_last)
-    y = torch.from_numpy(labels[: args.batch]).to(device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss = F.cross_entropy(compiled(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    tb.sync(device)
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    tb.sync(device)
-    return {"images_per_s": args.steps * args.batch / (time.perf_counter() - start),
-            "warmup_incl_compile_s": compile_s}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=150)
@@ -68,7 +32,7 @@ def main() -> None:
     p.add_argument("--n-notebook", type=int, default=4096, help="images for the notebook loop")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--notebook-epochs", type=int, default=1, help="timed notebook epochs")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -76,22 +40,22 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
-    from lens.train.context import resolve_device, resolve_precision, set_determinism
+    from lens.train.context import determinism, resolve_device, resolve_precision
 
     device = resolve_device(args.device)
     amp = resolve_precision(args.precision, device)
-    set_determinism(False)
     torch.backends.cudnn.benchmark = True
     images, labels = tb.make_images(args.n, args.size)
     out: dict = {"machine": tb.machine(device), "device": str(device),
                  "precision": str(amp or torch.float32).replace("torch.", ""),
                  "size": args.size, "n": args.n, "batch": args.batch}
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with determinism(False), tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         out["bare"] = tb.bench_bare(images, labels, device, amp, args)
         if not args.no_compile:
             try:
-                out["bare_compiled"] = bare_compiled(images, labels, device, amp, args)
+                out["bare_compiled"] = tb.bench_bare(images, labels, device, amp, args,
+                                                     compile=True)
             except Exception as exc:  # a missing compiler toolchain must not cost the run
                 out["bare_compiled"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         if device.type == "cuda":

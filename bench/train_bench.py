@@ -107,10 +107,13 @@ def bench_pipeline(tmp: Path, images: np.ndarray, labels: np.ndarray, device: to
 
 
 def bench_bare(images: np.ndarray, labels: np.ndarray, device: torch.device,
-               amp: torch.dtype | None, args: argparse.Namespace) -> dict:
+               amp: torch.dtype | None, args: argparse.Namespace, compile: bool = False) -> dict:
+    """The ceiling; with ``compile`` the model runs under torch.compile (compile time is
+    part of the warm-up and reported apart)."""
     torch.manual_seed(0)
     model = build_classifier("resnet18", 1, args.size, len(CLASSES)).to(
         device, memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x = torch.from_numpy(images[: args.batch]).to(device).contiguous(
         memory_format=torch.channels_last)
@@ -118,13 +121,16 @@ def bench_bare(images: np.ndarray, labels: np.ndarray, device: torch.device,
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss = F.cross_entropy(model(x).float(), y)
+            loss = F.cross_entropy(forward(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    start = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    sync(device)
+    warmup_s = time.perf_counter() - start
     samples = []
     window = max(1, (args.n - args.n // 16) // args.batch)  # steps of one lens epoch
     for _ in range(args.epochs - 1):
@@ -134,7 +140,7 @@ def bench_bare(images: np.ndarray, labels: np.ndarray, device: torch.device,
             step()
         sync(device)
         samples.append(window * args.batch / (time.perf_counter() - start))
-    return summarise(samples)
+    return {**summarise(samples), "warmup_s": warmup_s}
 
 
 def bench_notebook(tmp: Path, images: np.ndarray, labels: np.ndarray, device: torch.device,
