@@ -24,6 +24,7 @@ from lens.cluster.options import (
     StageInput,
     TimeOpt,
 )
+from lens.cluster.predict_cli import BatchSizeOpt, ModelsOpt, NBootOpt, PredOpt, ShardsOpt
 from lens.errors import LensError
 
 
@@ -32,15 +33,18 @@ class Experiment(str, Enum):
     pretrain = "pretrain"
     finetune = "finetune"
     all = "all"
+    predict = "predict"
 
 
 def generate(
     stage: Annotated[Experiment, typer.Option(
-        "--stage", help="classify, pretrain, finetune, or all (pretrain -> finetune).")],
+        "--stage", help="classify, pretrain, finetune, all (pretrain -> finetune), or "
+                        "predict (a trained RUN's models over DATA in --shards N).")],
     data: Annotated[Path, typer.Option("--data", help="Packed HDF5 file (`lens pack`).")],
     run: Annotated[Path, typer.Option("--run", help="Run folder the tasks write into.")],
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Where to write the scripts (default RUN/slurm).")] = None,
+        "--out", help="Where to write the scripts (default RUN/slurm; --stage predict: "
+                      "PRED.parts/slurm).")] = None,
     folds: Annotated[int | None, typer.Option(
         "--folds", help="Number of folds K: array tasks 0..K-1 (default: the file's).")] = None,
     config: Annotated[list[str] | None, typer.Option(
@@ -59,6 +63,11 @@ def generate(
     container: ContainerOpt = None,
     bind: BindOpt = None,
     python: PythonOpt = None,
+    shards: ShardsOpt = None,
+    pred: PredOpt = None,
+    models: ModelsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    n_boot: NBootOpt = None,
 ) -> None:
     """Write the sbatch scripts of an experiment and the submit.sh that chains them.
 
@@ -82,8 +91,20 @@ def generate(
           --config finetune=jobs/finetune.toml --set pretrain:epochs=50 \\
           --profile slurm/profiles/gpu-cluster.toml --container lens.sif \\
           --bind /scratch --gpus-per-task 4 --array-parallelism 2
+
+    --stage predict writes predict.sbatch (one array task per shard: `lens
+    predict RUN DATA --out PRED --shard I/N`), merge.sbatch (`lens predict
+    --merge PRED --shards N`, afterany) and submit.sh into PRED.parts/slurm
+    (default PRED: RUN/predict/<data name>); logs go to PRED.parts/logs.
+    Submitting again redoes only the shards whose part is missing.
+
+      lens generate --stage predict --run runs/exp1 --data survey.h5 --shards 64 \\
+          --profile slurm/profiles/gpu-cluster.toml --gpus-per-task 1 \\
+          --array-parallelism 16
+      bash runs/exp1/predict/survey.parts/slurm/submit.sh
     """
     from lens import atomic
+    from lens.cluster import predict_cli
     from lens.cluster.jobs import SUBMIT_SCRIPT, experiment_scripts
     from lens.cluster.options import cluster_profile, stage_inputs
     from lens.cluster.plan import array_stages
@@ -93,6 +114,15 @@ def generate(
         gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem=mem,
         array_parallelism=array_parallelism, container=container, binds=bind, python=python,
     )
+    if stage == Experiment.predict:
+        predict_cli.refuse({"--folds": folds, "--config": config, "--set": sets},
+                           "is for training stages, not --stage predict")
+        predict_cli.generate(run=run, data=data, shards=shards, pred=pred, models=models,
+                             batch_size=batch_size, n_boot=n_boot, out=out, profile=prof)
+        return
+    predict_cli.refuse({"--shards": shards, "--pred": pred, "--models": models,
+                        "--batch-size": batch_size, "--n-boot": n_boot},
+                       "goes with --stage predict")
     stages = array_stages(stage.value)
     inputs = stage_inputs(stages, config, sets)
     data_path = Path(os.path.abspath(data))

@@ -23,6 +23,7 @@ from lens.cluster.options import (
     QosOpt,
     TimeOpt,
 )
+from lens.cluster.predict_cli import BatchSizeOpt, ModelsOpt, NBootOpt, PredOpt, ShardsOpt
 from lens.commands.generate import Experiment
 from lens.errors import LensError
 
@@ -35,7 +36,8 @@ class ExecutorName(str, Enum):
 
 def submit(
     stage: Annotated[Experiment, typer.Option(
-        "--stage", help="classify, pretrain, finetune, or all (pretrain -> finetune).")],
+        "--stage", help="classify, pretrain, finetune, all (pretrain -> finetune), or "
+                        "predict (a trained --run's models over --data in --shards N).")],
     data: Annotated[Path, typer.Option("--data", help="Packed HDF5 file (`lens pack`).")],
     folds: Annotated[int | None, typer.Option(
         "--folds", help="Number of folds K; must be the file's (default: the file's).")] = None,
@@ -67,6 +69,11 @@ def submit(
     container: ContainerOpt = None,
     bind: BindOpt = None,
     python: PythonOpt = None,
+    shards: ShardsOpt = None,
+    pred: PredOpt = None,
+    models: ModelsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    n_boot: NBootOpt = None,
 ) -> None:
     """Run every fold of an experiment as Slurm array jobs, then aggregate the report.
 
@@ -98,9 +105,25 @@ def submit(
       lens submit --stage classify --data lenses.h5 --executor local --set epochs=5
 
       lens status runs/exp1; lens cancel runs/exp1; lens report runs/exp1
+
+    --stage predict: the fold models of a trained --run over a packed --data
+    file in --shards N contiguous shards, one array task each (one GPU each
+    on a GPU profile), then a merge job (afterany) that writes PRED.h5 and
+    PRED.csv in the data file's order, as `lens predict` would, and fails
+    naming missing parts. PRED is --pred (default RUN/predict/<data name>);
+    parts, logs and job ids (predict.json) are in PRED.parts/. Submitting the
+    same command again runs only the shards without a part (and not those
+    still queued), then a new merge.
+
+      lens submit --stage predict --run runs/exp1 --data survey.h5 --shards 64 \\
+          --profile slurm/profiles/gpu-cluster.toml --array-parallelism 16 --wait
+
+      lens submit --stage predict --run runs/ssl --data test.h5 --shards 4 \\
+          --models finetune --pred preds/test --executor local
     """
     from rich.console import Console
 
+    from lens.cluster import predict_cli
     from lens.cluster.options import cluster_profile, stage_inputs
     from lens.cluster.plan import array_stages
     from lens.cluster.profiles import with_overrides
@@ -108,6 +131,14 @@ def submit(
     from lens.cluster.submit import submit as run_submit
     from lens.cluster.watch import Display, wait_for_report
 
+    if stage == Experiment.predict:
+        predict_cli.refuse({"--folds": folds, "--config": config, "--set": sets,
+                            "--ranks-per-task": ranks_per_task},
+                           "is for training stages, not --stage predict")
+    else:
+        predict_cli.refuse({"--shards": shards, "--pred": pred, "--models": models,
+                            "--batch-size": batch_size, "--n-boot": n_boot},
+                           "goes with --stage predict")
     if ranks_per_task is not None and ranks_per_task < 1:
         raise LensError(f"--ranks-per-task {ranks_per_task}: must be at least 1")
     prof = cluster_profile(
@@ -116,12 +147,18 @@ def submit(
         array_parallelism=array_parallelism, container=container, binds=bind, python=python,
     )
     prof = with_overrides(prof, ntasks_per_node=ranks_per_task)
+    command = tuple(["lens", *sys.argv[1:]] if Path(sys.argv[0]).name == "lens"
+                    else ["lens", "submit"])
+    if stage == Experiment.predict:
+        predict_cli.submit(run=run, data=data, shards=shards, pred=pred, models=models,
+                           batch_size=batch_size, n_boot=n_boot,
+                           executor=executor.value if executor else None, wait=wait,
+                           profile=prof, command=command)
+        return
     inputs = stage_inputs(array_stages(stage.value), config, sets)
     request = Request(
         experiment=stage.value, data=data, inputs=inputs, profile=prof, run=run, folds=folds,
-        executor=executor.value if executor else None,
-        command=tuple(["lens", *sys.argv[1:]] if Path(sys.argv[0]).name == "lens"
-                      else ["lens", "submit"]),
+        executor=executor.value if executor else None, command=command,
     )
     console = Console()
     display = Display(console)
