@@ -86,10 +86,10 @@ def _garbage(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _schema_2(src: Path, dst: Path) -> Path:
+def _unknown_schema(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     with h5py.File(dst, "a") as f:
-        f.attrs["schema_version"] = 2
+        f.attrs["schema_version"] = 3
     return dst
 
 
@@ -108,7 +108,7 @@ def _empty(src: Path, dst: Path) -> Path:
     (_truncated, "not a readable HDF5 file (Unable to synchronously open file (truncated file"),
     (_garbage, "not a readable HDF5 file"),
     (_empty, "not a readable HDF5 file"),
-    (_schema_2, "schema version 2 is not supported by this lens (it reads version 1); "
+    (_unknown_schema, "schema version 3 is not supported by this lens (it reads versions 1, 2); "
                 "repack with this version of `lens pack`"),
     (_no_schema, "not a lens file (no schema_version attribute)"),
 ])

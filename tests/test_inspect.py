@@ -48,7 +48,7 @@ def test_summary_counts_range_and_provenance(tmp_path, monkeypatch):
     assert s["test_images_also_in_train"] == 1
     assert s["provenance"] == {"command": "lens pack dataset data.h5 --folds 2",
                                "created": "2025-01-02T03:04:05+00:00", "lens_version": "0.1.0"}
-    assert s["schema_version"] == 1 and s["n_folds"] == 2 and s["fold_seed"] == 0
+    assert s["schema_version"] == 2 and s["n_folds"] == 2 and s["fold_seed"] == 0
 
 
 def test_nonfinite_values_are_counted_not_ranged(tmp_path):
@@ -74,7 +74,7 @@ def test_inspect_cli_table_and_json(tmp_path):
     packed(tmp_path / "d.h5")
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / "d.h5")])
     assert result.exit_code == 0, result.output
-    assert "schema version 1" in result.output and "fold 1" in result.output
+    assert "schema version 2" in result.output and "fold 1" in result.output
     assert "1 test image(s) identical to a train image" in result.output
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / "d.h5"), "--json"])
     assert result.exit_code == 0
@@ -98,15 +98,23 @@ def test_inspect_a_packed_folder_end_to_end(tmp_path):
 def test_unknown_schema_version_gives_the_readers_error(tmp_path):
     packed(tmp_path / "d.h5")
     with h5py.File(tmp_path / "d.h5", "a") as f:
-        f.attrs["schema_version"] = 2
+        f.attrs["schema_version"] = 3
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / "d.h5")])
     assert result.exit_code != 0 and isinstance(result.exception, LensError)
-    assert "schema version 2 is not supported" in str(result.exception)
+    assert "schema version 3 is not supported" in str(result.exception)
     with pytest.raises(LensError, match="no such file"):
         summarize(tmp_path / "missing.h5")
     (tmp_path / "junk.h5").write_bytes(b"junk")
     with pytest.raises(LensError, match="not a readable HDF5 file"):
         summarize(tmp_path / "junk.h5")
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    # Version 1 differs only in how /hash was computed (BLAKE2b), which no reader recomputes.
+    packed(tmp_path / "d.h5")
+    with h5py.File(tmp_path / "d.h5", "a") as f:
+        f.attrs["schema_version"] = 1
+    assert summarize(tmp_path / "d.h5")["schema_version"] == 1
 
 
 def test_inspect_help_has_examples():

@@ -1,20 +1,19 @@
 """The packed HDF5 file: schema constants, a validating reader, and a small writer.
 
-Schema version 1 (documented in docs/DATA_FORMAT.md):
+Schema version 2 (documented in docs/DATA_FORMAT.md; version 1 differs only in /hash):
 
     /images   (N, C, H, W) float16|float32 (little-endian), contiguous
     /labels   (N,) int64, class index, -1 for unlabeled images
     /split    (N,) int8, 0 = train, 1 = test
     /fold     (N,) int16, cross-validation fold of a train image, -1 for test or unfolded
     /source   (N,) utf-8 str, path of the source file relative to its SRC folder
-    /hash     (N,) ascii str, blake2b-128 hex digest of the stored image bytes
+    /hash     (N,) ascii str, BLAKE3 128-bit hex digest of the stored image (v1: BLAKE2b)
     attrs: schema_version, class_names (JSON list), n_folds, fold_seed, normalize,
            nan_policy, command, created (ISO 8601 UTC), lens_version
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 
 from lens.errors import LensError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what lens pack writes
+READ_VERSIONS = (1, 2)  # what readers accept: 1 differs only in how /hash was computed
 SPLITS = ("train", "test")
 TRAIN, TEST = 0, 1
 NO_FOLD = -1
@@ -69,11 +69,17 @@ class PackedIndex:
 
 
 def image_hash(image: np.ndarray) -> str:
-    """Content hash of one stored image (its dtype, shape and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{image.dtype.str}{image.shape}".encode())
-    h.update(np.ascontiguousarray(image).reshape(-1).view(np.uint8))  # the bytes, no copy
-    return h.hexdigest()
+    """Content hash of one stored image (its dtype, shape and bytes): BLAKE3, 16 bytes.
+
+    BLAKE3 rather than hashlib's BLAKE2b: it is as strong and about five times faster, and
+    hashing was the largest cost of packing an image."""
+    try:
+        from blake3 import blake3
+    except ImportError:
+        raise LensError("the blake3 package is missing: pip install blake3") from None
+    h = blake3(f"{image.dtype.str}{image.shape}".encode())
+    h.update(memoryview(np.ascontiguousarray(image).reshape(-1).view(np.uint8)))  # no copy
+    return h.hexdigest(length=16)
 
 
 def _open(path: Path):
@@ -95,10 +101,11 @@ def read_info(path: str | Path) -> PackedInfo:
         version = f.attrs.get("schema_version")
         if version is None:
             raise LensError(f"{path}: not a lens file (no schema_version attribute)")
-        if int(version) != SCHEMA_VERSION:
+        if int(version) not in READ_VERSIONS:
             raise LensError(
                 f"{path}: schema version {int(version)} is not supported by this lens "
-                f"(it reads version {SCHEMA_VERSION}); repack with this version of `lens pack`"
+                f"(it reads versions {', '.join(map(str, READ_VERSIONS))}); "
+                "repack with this version of `lens pack`"
             )
         missing = [name for name in REQUIRED_DATASETS if name not in f]
         if missing:
