@@ -115,9 +115,12 @@ def _print_plan(outcome: Any) -> None:
     if not p.merge_needed:
         if p.up_to_date:
             typer.echo(f"nothing to submit: every part is complete and merged into {c.h5}")
-        else:
+        elif p.active:
             typer.echo(f"nothing to submit: the shards left are queued or running, and merge "
                        f"job {p.merge_active} will merge them")
+        else:
+            typer.echo(f"nothing to submit: merge job {p.merge_active} (queued or running) "
+                       "will merge the parts")
     elif p.run_now and outcome.executor != "slurm":
         typer.echo(f"running shard(s) {_shards_text(p.run_now)} here, then the merge")
 
