@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from blake3 import blake3
 from PIL import Image
 
 import lens.data.pack as pack_module
@@ -67,6 +68,9 @@ def test_round_trip_float32_exact(tmp_path):
     assert (index.fold == NO_FOLD).all()
     with h5py.File(out) as f:
         assert [h.decode() for h in f["hash"][:]] == [image_hash(im) for im in images]
+        # The documented recipe (docs/DATA_FORMAT.md), computed independently.
+        recipe = blake3(b"<f4(1, 12, 12)" + images[0].astype("<f4").tobytes())
+        assert f["hash"][0].decode() == recipe.hexdigest(length=16)
         attrs = dict(f.attrs)
     assert attrs["command"] == "lens pack ds out.h5"
     assert attrs["normalize"] == "none" and attrs["nan_policy"] == "error"
@@ -313,7 +317,7 @@ def test_ctrl_c_on_the_command_with_workers(tmp_path):
     import time
 
     rng = np.random.default_rng(0)
-    for i in range(3000):
+    for i in range(6000):
         save(tmp_path / "ds" / ("a", "b")[i % 2] / f"{i}.npy",
              rng.random((1, 100, 100)).astype(np.float32))
     out = tmp_path / "o.h5"
@@ -327,5 +331,5 @@ def test_ctrl_c_on_the_command_with_workers(tmp_path):
     assert proc.poll() is None, "pack finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
     assert not out.exists() and leftovers(tmp_path) == []

@@ -80,6 +80,36 @@ def test_mixed_sizes_need_size_or_crop(tmp_path):
     pack([tmp_path / "ds"], tmp_path / "ok.h5", PackOptions(size=6))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sizes_are_judged_by_most_images_not_by_the_first_files(tmp_path, workers):
+    # The common shape is guessed from the first SAMPLE files; here they are the minority.
+    import lens.data.pack as pack_module
+
+    n_first = pack_module.SAMPLE + 6
+    for i in range(n_first):
+        save(tmp_path / f"ds/a/{i:03d}.npy", np.zeros((1, 5, 5)))
+    for i in range(n_first + 10):
+        save(tmp_path / f"ds/b/{i:03d}.npy", np.zeros((1, 4, 4)))
+    msg = failure(tmp_path, PackOptions(workers=workers))
+    assert f"image size differs (most images are 4x4; use --size N or --crop N for a " \
+           f"common size) ({n_first}):" in msg
+    assert f"{tmp_path}/ds/a/000.npy: 5x5" in msg and "ds/b/" not in msg
+
+
+def test_unreadable_first_files_still_find_the_common_shape(tmp_path):
+    import lens.data.pack as pack_module
+
+    for i in range(pack_module.SAMPLE + 1):
+        (tmp_path / f"ds/a/{i:03d}.npy").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"ds/a/{i:03d}.npy").write_bytes(b"junk")
+    for i in range(3):
+        save(tmp_path / f"ds/b/{i}.npy", np.zeros((1, 4, 4)))
+    save(tmp_path / "ds/b/big.npy", np.zeros((1, 6, 6)))
+    msg = failure(tmp_path)
+    assert f"unreadable, corrupt or not an image ({pack_module.SAMPLE + 1}):" in msg
+    assert f"{tmp_path}/ds/b/big.npy: 6x6" in msg
+
+
 def test_corrupt_png_found_while_streaming(tmp_path):
     good_set(tmp_path / "ds", shape=(1, 16, 16))
     buffer = io.BytesIO()

@@ -97,7 +97,7 @@ def pack(
     - split+class    SRC/train_<class>/*, SRC/test_<class>/*
     - flat folder    SRC/*, labeled by --label rules, else unlabeled (-1)
 
-    Every file is checked before anything is written. On any error OUT.h5 is not
+    Every file is checked, and each bad one is named. On any error OUT.h5 is not
     created, and an existing OUT.h5 is left untouched.
 
     Examples:

@@ -12,6 +12,10 @@ from lens.data.readers import Header, ImageReadError, read_header, read_image
 from lens.data.transforms import Transform, apply
 
 
+def warm() -> None:
+    """Nothing: submitted to start a worker process, whose unpickling imports this module."""
+
+
 def read_headers(paths: tuple[str, ...]) -> list[Header | str]:
     """Each file's header, or the reason it cannot be read."""
     out: list[Header | str] = []
@@ -38,6 +42,7 @@ class DecodeResult:
     nonfinite: list[int] = field(default_factory=list)  # indices in the block
     overflow: list[int] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    misfits: list[tuple[int, tuple[int, int, int]]] = field(default_factory=list)  # (i, C,H,W)
 
 
 _attached: dict[str, object] = {}  # shared memory attached by this worker, by name
@@ -68,10 +73,12 @@ def decode(job: DecodeJob, out: np.ndarray | None = None) -> DecodeResult:
     for i, path in enumerate(job.paths):
         try:
             image = read_image(path)
-            if image.shape[0] != c or t.output_hw(*image.shape[1:]) != (h, w):
-                raise ImageReadError(f"shape {image.shape} changed since it was checked")
         except (ImageReadError, ValueError) as exc:
             result.errors.append((i, str(exc)))
+            result.hashes.append("")
+            continue
+        if image.shape[0] != c or _output_hw(t, image.shape) != (h, w):
+            result.misfits.append((i, image.shape))  # reported by the caller, who sees all
             result.hashes.append("")
             continue
         nonfinite, overflow = apply(image, t, out[i])
@@ -81,6 +88,13 @@ def decode(job: DecodeJob, out: np.ndarray | None = None) -> DecodeResult:
             result.overflow.append(i)
         result.hashes.append(image_hash(out[i]))
     return result
+
+
+def _output_hw(t: Transform, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    try:
+        return t.output_hw(shape[1], shape[2])
+    except ValueError:  # smaller than --crop
+        return None
 
 
 class Slots:

@@ -1,10 +1,13 @@
 """`lens pack`: stream image folders into one validated HDF5 file (docs/DATA_FORMAT.md).
 
 1. discover  every file, its split and class, from the folder layout (lens.data.layouts)
-2. check     the options, the folds and every file's header (shape, dtype, size on disk)
+2. check     the options, the folds, and the headers of the first files for the common shape
 3. stream    blocks of files through worker processes (decode, transform, hash) into the
              single writer, in order, into a temporary sibling of OUT
 4. finish    leakage check, /hash, attributes; rename onto OUT only if nothing failed
+
+Each file is read once: a file that is unreadable or does not fit the common shape is found
+while streaming, and the error names every such file.
 
 Memory is bounded by a few blocks of about ``BLOCK_BYTES`` each, whatever the dataset size.
 """
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lens.data.blocks import DecodeJob, DecodeResult, Slots, decode, read_headers
+from lens import interrupts
+from lens.data.blocks import DecodeJob, DecodeResult, Slots, decode, read_headers, warm
 from lens.data.folds import assign_folds, check_folds
 from lens.data.h5file import (
     NO_FOLD,
@@ -42,6 +46,7 @@ from lens.errors import LensError
 BLOCK_BYTES = 8 << 20  # pixels decoded per job: big enough to amortise IPC, small in memory
 MAX_BLOCK = 256
 HEADER_BLOCK = 512  # files per header-reading job
+SAMPLE = 64  # headers read up front to learn the common shape
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -117,19 +122,19 @@ def pack(
     _check_out(out, options.force)
     if options.folds is not None and options.folds < 2:
         raise LensError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
-    found = discover(srcs, options.rules())
-    labels, split = found.labels(), found.splits()
-    fold = np.full(labels.shape, NO_FOLD, dtype=np.int16)
-    if options.folds is not None:
-        check_folds(labels, split, options.folds, found.class_names)
-        fold = assign_folds(labels, split, options.folds, options.seed)
     progress = progress or (lambda stage, done, total: None)
     import h5py
 
     from lens.atomic import atomic_path
 
-    with Pool(options.workers) as pool:
-        shape = _check_headers(found, transform, pool, progress)
+    with interrupts.remember_sigint(), Pool(options.workers, warm=warm) as pool:
+        found = discover(srcs, options.rules())
+        labels, split = found.labels(), found.splits()
+        fold = np.full(labels.shape, NO_FOLD, dtype=np.int16)
+        if options.folds is not None:
+            check_folds(labels, split, options.folds, found.class_names)
+            fold = assign_folds(labels, split, options.folds, options.seed)
+        shape = _expected_shape(found, transform, pool, progress)
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             images = create_datasets(
                 f,
@@ -161,6 +166,7 @@ def pack(
                 crop=options.crop or 0,
                 nan_replaced=len(nan_replaced),
             )
+            interrupts.check()  # a Ctrl-C Python swallowed: still no OUT
     return PackReport(
         out=str(out),
         shape=shape,
@@ -192,6 +198,21 @@ def _ranges(n: int, block: int) -> Iterator[tuple[int, int]]:
         yield s, min(n, s + block)
 
 
+def _expected_shape(
+    found: Discovery, t: Transform, pool: Pool, progress: Progress
+) -> tuple[int, int, int]:
+    """The stored (C, H, W), from the headers of the first ``SAMPLE`` files, so that every
+    file is read only once. The stream then checks each image against it; when some do not
+    fit, ``_shape_problems`` names them exactly as a full header pass would. Only when no
+    sampled file is readable is every header read first."""
+    paths = [e.path for e in found.entries]
+    shapes = np.array([h.shape if isinstance(h, Header) else (-1, -1, -1)
+                       for h in read_headers(tuple(paths[:SAMPLE]))], dtype=np.int64)
+    if (shapes[:, 0] > 0).any():
+        return _shape_problems(paths[:SAMPLE], shapes, t, Problems())
+    return _check_headers(found, t, pool, progress)
+
+
 def _check_headers(
     found: Discovery, t: Transform, pool: Pool, progress: Progress
 ) -> tuple[int, int, int]:
@@ -212,6 +233,16 @@ def _check_headers(
                 shapes[done] = -1
             done += 1
         progress("check", done, n)
+    shape = _shape_problems(paths, shapes, t, problems)
+    problems.raise_if_any()
+    return shape
+
+
+def _shape_problems(
+    paths: Sequence[str], shapes: np.ndarray, t: Transform, problems: Problems
+) -> tuple[int, int, int]:
+    """The stored (C, H, W) most source images (C, H, W) lead to, adding a problem for each
+    image that does not fit; rows of -1 are unreadable files (already reported)."""
     ok = shapes[:, 0] > 0
     if not ok.any():
         problems.raise_if_any()
@@ -240,7 +271,6 @@ def _check_headers(
                 problems.add(
                     f"smaller than --crop {t.crop}", f"{paths[i]}: {shapes[i, 1]}x{shapes[i, 2]}"
                 )
-    problems.raise_if_any()
     return (int(channels), *out_hw)
 
 
@@ -277,6 +307,8 @@ def _stream(
     nan_replaced: list[str] = []
     paths = [e.path for e in entries]
     sources = [e.source for e in entries]
+    misfits: list[tuple[int, tuple[int, int, int]]] = []
+    unreadable: list[int] = []
     fd = os.open(tmp, os.O_WRONLY)
     try:
         jobs = (
@@ -287,13 +319,25 @@ def _stream(
         results = pool.imap(fn, jobs, depth)
         for j, ((s, e), result) in enumerate(zip(_ranges(n, block), results, strict=True)):
             _collect(result, s, paths, sources, t, problems, nan_replaced)
+            misfits += [(s + i, chw) for i, chw in result.misfits]
+            unreadable += [s + i for i, _ in result.errors]
             hashes[s:e] = result.hashes
-            if not problems:
+            if not (problems or misfits):
+                # One writer: parallel writes to one file serialise on its lock anyway.
                 _pwrite_all(fd, slots.array(j)[: e - s], offset + s * image_bytes)
             progress("pack", e, n)
+            interrupts.check()
     finally:
         os.close(fd)
         slots.release()
+    if misfits:
+        # Name the files that differ from what most images are (not from the sample's guess),
+        # as a full header pass would: rows that fit have the stored shape.
+        shapes = np.tile(np.array(shape, dtype=np.int64), (n, 1))
+        shapes[unreadable] = -1
+        for i, chw in misfits:
+            shapes[i] = chw
+        _shape_problems(paths, shapes, t, problems)
     nan_hint = problems.count(_NONFINITE) and t.nan == "error"
     problems.raise_if_any("use --nan zero to replace NaN/Inf with 0" if nan_hint else "")
     return hashes, nan_replaced

@@ -1,7 +1,8 @@
-"""Ordered parallel map with bounded memory: worker processes decode, one consumer writes.
+"""Ordered parallel map with bounded memory: worker processes do the jobs, one consumer
+takes the results in order.
 
 At most ``depth`` jobs are in flight, and the next job is submitted only after the consumer
-has taken the previous result, so a slow writer never lets results pile up in memory, and a
+has taken the previous result, so a slow consumer never lets results pile up in memory, and a
 job may reuse the buffer (shared-memory slot) of the result ``depth`` jobs before it.
 """
 
@@ -13,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from lens.errors import LensError
@@ -23,14 +25,32 @@ R = TypeVar("R")
 
 def _ignore_sigint() -> None:
     # Ctrl-C reaches the whole process group; only the parent handles it (and cleans up).
+    # The process was started with SIGINT blocked (see _sigint_blocked), so a Ctrl-C during
+    # its start-up waits here and is discarded by SIG_IGN instead of killing it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _nothing() -> None:
+    """A job that starts a worker process."""
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Processes started in here inherit a blocked SIGINT (fork and exec keep the mask); the
+    parent gets a Ctrl-C made meanwhile when the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Pool:
     """``workers`` processes (spawned: safe with threads and torch in the parent), or none
     for ``workers == 1``, where jobs run inline."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, warm: Callable[[], Any] | None = None) -> None:
         if workers < 1:
             raise LensError(f"--workers {workers}: must be at least 1")
         self.workers = workers
@@ -41,6 +61,11 @@ class Pool:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_ignore_sigint,
             )
+            # One job per worker starts every process now (each submit spawns one; warm's
+            # module is imported there), while the caller goes on with its own set-up.
+            with _sigint_blocked():
+                for _ in range(workers):
+                    self._executor.submit(warm or _nothing)
 
     def __enter__(self) -> Pool:
         return self
@@ -74,7 +99,7 @@ class Pool:
         pending: deque[Future[R]] = deque()
         it = iter(jobs)
         for job in it:
-            pending.append(self._executor.submit(fn, job))
+            pending.append(self._submit(fn, job))
             if len(pending) >= depth:
                 break
         while pending:
@@ -86,5 +111,10 @@ class Pool:
                 ) from None
             yield result
             for job in it:
-                pending.append(self._executor.submit(fn, job))
+                pending.append(self._submit(fn, job))
                 break
+
+    def _submit(self, fn: Callable[[J], R], job: J) -> Future[R]:
+        assert self._executor is not None
+        with _sigint_blocked():  # in case the executor starts a process to run it
+            return self._executor.submit(fn, job)

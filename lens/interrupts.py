@@ -1,0 +1,46 @@
+"""Ctrl-C that is never lost.
+
+Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be.
+If that is inside a weakref callback or a ``__del__`` (h5py and multiprocessing run such
+finalizers all the time), Python prints "Exception ignored" and carries on, and the command
+would finish as if nothing had happened. ``remember_sigint`` keeps raising at once as usual,
+but also remembers the signal, and ``check()`` raises it again at the caller's safe points.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_seen = False
+
+
+def _handler(signum: int, frame: Any) -> None:
+    global _seen
+    _seen = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def remember_sigint() -> Iterator[None]:
+    """Within the block, a Ctrl-C raises KeyboardInterrupt now and at every ``check()``."""
+    global _seen
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; nothing to remember here
+        return
+    _seen = False
+    previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _seen = False
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C came since ``remember_sigint`` began."""
+    if _seen:
+        raise KeyboardInterrupt
