@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from lens import interrupts
 from lens.errors import LensError
 
 J = TypeVar("J")
@@ -106,6 +107,7 @@ class Pool:
             try:
                 result = pending.popleft().result()
             except BrokenProcessPool:
+                interrupts.check()  # workers killed by a Ctrl-C: that is the news, not a death
                 raise LensError(
                     "a worker process died (out of memory?); retry with fewer --workers"
                 ) from None
