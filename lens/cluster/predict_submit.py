@@ -96,7 +96,7 @@ def check(run: Path, data: Path, n_shards: int, *, pred: Path | None = None,
     from lens.predict.data import check_compatible
     from lens.predict.models import load_ensemble
     from lens.predict.output import Outputs
-    from lens.predict.run import check_batch_size
+    from lens.predict.settings import check_batch_size
 
     if n_shards < 1:
         raise LensError(f"--shards {n_shards}: must be at least 1")

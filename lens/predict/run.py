@@ -30,10 +30,9 @@ from lens.data.h5file import PackedInfo
 from lens.errors import LensError
 from lens.predict.models import Ensemble
 from lens.predict.output import Block
+from lens.predict.settings import DEFAULT_BATCH, Progress, check_batch_size
 
 BLOCK_BYTES = 64 << 20  # pixels (as float32) read per block
-DEFAULT_BATCH = 256
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,11 +43,6 @@ def resolve_device(name: str) -> torch.device:
             raise LensError("--device cuda: no CUDA GPU is visible")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise LensError(f"--batch-size {batch_size}: must be at least 1")
 
 
 def precision(device: torch.device) -> str:

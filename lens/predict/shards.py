@@ -21,7 +21,7 @@ from lens.errors import LensError
 from lens.predict.finish import Finished, finish, prepare_outputs
 from lens.predict.montage import ranked_classes
 from lens.predict.output import PART_KEYS, Outputs, n_rows, read_attrs, read_rows, writing
-from lens.predict.run import DEFAULT_BATCH, Progress, check_batch_size
+from lens.predict.settings import DEFAULT_BATCH, Progress, check_batch_size
 
 MERGE_ROWS = 1 << 16  # rows copied at a time when merging: memory stays bounded
 
