@@ -11,7 +11,6 @@ import ast
 import os
 import re
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 
@@ -84,10 +83,19 @@ def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
 def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran_order, data offset) of a .npy file; checks its size on disk."""
     try:
-        with open(path, "rb") as f:
-            return _npy_parse(f)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            header = _npy_parse(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ImageReadError(f"not a readable .npy file ({_short(exc)})") from None
+    shape, dtype, _, offset = header
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < expected:
+        raise ImageReadError(f"truncated: {size} bytes, the header promises {expected}")
+    return header
 
 
 # The header np.save writes, parsed with one regex; anything else goes through ast.literal_eval
@@ -96,32 +104,37 @@ _HEADER = re.compile(
     r"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (False|True), "
     r"'shape': \(((?:\d+, ?)*\d*)\), \} *\n?$"
 )
+_FIRST_READ = 256  # np.save pads its header to 128 bytes (64 in old numpy): one read
+_MAX_HEADER = 1 << 16  # numpy itself refuses headers over 10,000 bytes by default
 
 
-def _npy_parse(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    magic = f.read(8)
-    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+def _npy_parse(fd: int) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    # Plain pread on a descriptor: a buffered file object costs more than the read itself.
+    head = os.pread(fd, _FIRST_READ, 0)
+    if len(head) < 8 or head[:6] != b"\x93NUMPY":
         raise ImageReadError("not a .npy file (bad magic bytes)")
-    major = magic[6]
+    major = head[6]
     if major not in (1, 2, 3):
         raise ImageReadError(f".npy format version {major} is not supported")
     size_bytes = 2 if major == 1 else 4
-    length = int.from_bytes(f.read(size_bytes), "little")
-    raw = f.read(length)
-    if len(raw) < length:
+    start = 8 + size_bytes
+    if len(head) < start:
         raise ImageReadError("truncated .npy header")
+    length = int.from_bytes(head[8:start], "little")
+    if length > _MAX_HEADER:
+        raise ImageReadError(f".npy header of {length} bytes (more than {_MAX_HEADER})")
+    raw = head[start : start + length]
+    if len(raw) < length:
+        raw = os.pread(fd, length, start)
+        if len(raw) < length:
+            raise ImageReadError("truncated .npy header")
     text = raw.decode("latin1" if major < 3 else "utf8", errors="replace")
     shape, dtype, fortran = _parse_header(text)
-    offset = 8 + size_bytes + length
-    size = os.fstat(f.fileno()).st_size
     if dtype.hasobject:
         raise ImageReadError("holds Python objects (pickled); lens reads .npy without pickle")
     if dtype.kind not in "fiu" or dtype.fields is not None:
         raise ImageReadError(f"dtype {dtype} is not a real-valued numeric image type")
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if size < expected:
-        raise ImageReadError(f"truncated: {size} bytes, the header promises {expected}")
-    return shape, dtype, fortran, offset
+    return shape, dtype, fortran, start + length
 
 
 def _parse_header(text: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -141,13 +154,17 @@ def _parse_header(text: str) -> tuple[tuple[int, ...], np.dtype, bool]:
 
 
 def _npy_read(path: str) -> np.ndarray:
-    # One open, one readinto: no pickle is ever possible, and no extra copy.
+    # One open, a header read and one read straight into the array: no pickle is ever
+    # possible, and no extra copy.
     try:
-        with open(path, "rb") as f:
-            shape, dtype, fortran, _ = _npy_parse(f)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            shape, dtype, fortran, offset = _npy_parse(fd)
             chw = _chw(shape)
             out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
-            got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+            got = _pread_into(fd, memoryview(out.reshape(-1).view(np.uint8)), offset)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ImageReadError(f"read failed ({_short(exc)})") from None
     if got != out.nbytes:
@@ -155,6 +172,17 @@ def _npy_read(path: str) -> np.ndarray:
     if fortran:
         out = out.T
     return out.reshape(chw)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` from ``offset`` until it is full or the file ends; bytes read."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            break
+        done += n
+    return done
 
 
 def _pil_header(path: str) -> Header:
