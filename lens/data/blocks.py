@@ -122,12 +122,16 @@ class Slots:
     def offset(self, j: int) -> int:
         return (j % self.depth) * self.slot_bytes if self.name else 0
 
-    def array(self, j: int) -> np.ndarray:
+    def at(self, offset: int) -> np.ndarray:
+        """The slot at byte ``offset`` (a job's ``offset``), for decoding in this process."""
         if self._shm is None:
             return self._plain
         return np.ndarray(
-            (self.block, *self.shape), self.dtype, buffer=self._buffer, offset=self.offset(j)
+            (self.block, *self.shape), self.dtype, buffer=self._buffer, offset=offset
         )
+
+    def array(self, j: int) -> np.ndarray:
+        return self.at(self.offset(j))
 
     def release(self) -> None:
         if self._shm is not None:

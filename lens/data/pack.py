@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -315,8 +314,9 @@ def _stream(
             DecodeJob(tuple(paths[s:e]), shape, t, slots.name, slots.offset(j))
             for j, (s, e) in enumerate(_ranges(n, block))
         )
-        fn = decode if slots.name else partial(decode, out=slots.array(0))
-        results = pool.imap(fn, jobs, depth)
+        # Workers decode into their shared-memory slot; this process, into its view of it.
+        here = lambda job: decode(job, slots.at(job.offset))  # noqa: E731
+        results = pool.imap(decode, jobs, depth, inline=here)
         for j, ((s, e), result) in enumerate(zip(_ranges(n, block), results, strict=True)):
             _collect(result, s, paths, sources, t, problems, nan_replaced)
             misfits += [(s + i, chw) for i, chw in result.misfits]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,6 +31,9 @@ def _ignore_sigint() -> None:
     # its start-up waits here and is discarded by SIG_IGN instead of killing it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+_END = object()
 
 
 def _nothing() -> None:
@@ -73,11 +77,28 @@ class Pool:
                 mp_context=_context(warm),
                 initializer=_ignore_sigint,
             )
-            # One job per worker starts every process now (each submit spawns one; warm's
-            # module is imported there), while the caller goes on with its own set-up.
-            with _sigint_blocked():
-                for _ in range(workers):
-                    self._executor.submit(warm or _nothing)
+            # One job per worker starts every process (each submit starts one; warm's module
+            # is imported there). Starting them waits for the fork server, so a thread does
+            # it while the caller goes on with its set-up and its first jobs (see imap).
+            self._warm: list[Future[Any]] = []
+            self._start_error: BaseException | None = None
+            self._starter = threading.Thread(target=self._start, args=(warm,), daemon=True)
+            self._starter.start()
+
+    def _start(self, warm: Callable[[], Any] | None) -> None:
+        assert self._executor is not None
+        try:
+            with _sigint_blocked():  # this thread's mask: Ctrl-C goes to the main thread
+                self._warm = [self._executor.submit(warm or _nothing) for _ in range(self.workers)]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._start_error = exc
+
+    def _started(self) -> bool:
+        if self._starter.is_alive():
+            return False
+        if self._start_error is not None:
+            raise LensError(f"could not start the worker processes: {self._start_error}")
+        return all(f.done() for f in self._warm)
 
     def __enter__(self) -> Pool:
         return self
@@ -89,12 +110,14 @@ class Pool:
 
     def close(self) -> None:
         if self._executor is not None:
+            self._starter.join()
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
     def _kill(self) -> None:
         if self._executor is None:
             return
+        self._starter.join()  # a process being started is then killed too
         terminate = getattr(self._executor, "terminate_workers", None)  # Python >= 3.14
         if terminate is not None:
             terminate()
@@ -102,14 +125,29 @@ class Pool:
         for process in list((getattr(self._executor, "_processes", None) or {}).values()):
             process.terminate()
 
-    def imap(self, fn: Callable[[J], R], jobs: Iterable[J], depth: int) -> Iterator[R]:
-        """``fn(job)`` for every job, in job order, at most ``depth`` in flight."""
-        if self._executor is None:
-            for job in jobs:
-                yield fn(job)
-            return
-        pending: deque[Future[R]] = deque()
+    def imap(
+        self,
+        fn: Callable[[J], R],
+        jobs: Iterable[J],
+        depth: int,
+        inline: Callable[[J], R] | None = None,
+    ) -> Iterator[R]:
+        """``fn(job)`` for every job, in job order, at most ``depth`` in flight.
+
+        Jobs run here, as ``inline(job)`` (default ``fn``), when there are no workers, and
+        while the workers are still starting, so their start-up costs no wall time."""
+        here = inline or fn
         it = iter(jobs)
+        if self._executor is None:
+            for job in it:
+                yield here(job)
+            return
+        while not self._started():
+            job = next(it, _END)
+            if job is _END:
+                return
+            yield here(job)  # type: ignore[arg-type]
+        pending: deque[Future[R]] = deque()
         for job in it:
             pending.append(self._submit(fn, job))
             if len(pending) >= depth:
