@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path, unattended, in a few minutes: CUDA variants of the tests, then the throughput
 # benchmark. Needs only Python with torch, torchvision, numpy, h5py, scikit-learn, typer,
-# rich, matplotlib, pillow, blake3 and pytest (no network, no lenstronomy, no submitit).
+# rich, matplotlib, pillow, xxhash and pytest (no network, no lenstronomy, no submitit).
 #
 #   bash bench/gpu.sh [OUT_DIR]
 set -uo pipefail
@@ -10,12 +10,12 @@ out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 LENS_REQUIRE_CUDA=1
 py=${PYTHON:-python3}
-# Packed files need the blake3 package; a machine without network gets it from wheels
+# Packed files need the xxhash package; a machine without network gets it from wheels
 # downloaded beforehand (see docs/BENCHMARKS.md) into bench/wheels/.
-if ! $py -c 'import blake3' 2>/dev/null; then
+if ! $py -c 'import xxhash' 2>/dev/null; then
   deps=$(mktemp -d)
-  $py -m pip install --quiet --no-index --no-deps --target "$deps" bench/wheels/blake3-*.whl \
-    || { echo "blake3 is missing and bench/wheels/ has no wheel for this Python" >&2; exit 2; }
+  $py -m pip install --quiet --no-index --no-deps --target "$deps" bench/wheels/xxhash-*.whl \
+    || { echo "xxhash is missing and bench/wheels/ has no wheel for this Python" >&2; exit 2; }
   export PYTHONPATH=$PYTHONPATH:$deps
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -86,7 +86,7 @@ def stage_costs(files: list[str]) -> dict[str, float]:
         "header check": read_header,
         "read": read_image,
         "cast + NaN check": lambda f: apply(image, Transform(), out),
-        "content hash (BLAKE3)": lambda f: image_hash(out),
+        "content hash (XXH3)": lambda f: image_hash(out),
     }
     costs = {}
     for name, step in steps.items():
