@@ -20,7 +20,11 @@ write-back in flight), then repeats --reps times, interleaved:
 
   stages CPU time per image of each step of packing, in this process, best of 3 passes
          over up to 4,000 of the files: np.load (the baseline's work), lens's header check
-         and read, the transform (cast and NaN check) and the content hash
+         and read, the transform (cast and NaN check) and the content hash; then writing
+         all N stored images once to a new file on /dev/shm (the writer's kernel work)
+
+With --drop-caches (root), the page cache is dropped after generating each N, so that
+the kernel has free pages for the output (keep the sources on tmpfs with --dir /dev/shm).
 
 Reports medians over the repetitions; throughput in images/s and MB/s of source files.
 Prints one JSON object and Markdown tables.
@@ -48,6 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]  # lens is imported from this checkout
 CLASSES = ("no", "sphere", "vort")
 SHAPE = (1, 150, 150)
+BLOCK_IMAGES = 93  # images per 8 MB block of float32 (1, 150, 150), as lens packs them
 FILE_BYTES = 128 + 8 * 150 * 150  # what np.save writes for this shape and dtype
 
 
@@ -72,7 +77,9 @@ def raw_read(files: list[str]) -> float:
 
 
 def stage_costs(files: list[str]) -> dict[str, float]:
-    """CPU µs per image of each packing step (best of 3), on up to 4,000 files."""
+    """CPU µs per image of each packing step (best of 3), on up to 4,000 files, then of
+    writing all N stored images once."""
+    n_all = len(files)
     sys.path.insert(0, str(REPO))
     from lens.data.h5file import image_hash
     from lens.data.readers import read_header, read_image
@@ -97,7 +104,27 @@ def stage_costs(files: list[str]) -> dict[str, float]:
                 step(f)
             best = min(best, time.process_time() - start)
         costs[name] = round(best / len(files) * 1e6, 1)
+    costs["write all N to tmpfs"] = round(write_cost(n_all) * 1e6, 1)
     return costs
+
+
+def write_cost(n: int) -> float:
+    """CPU seconds per image of writing n stored images (float32 (1, 150, 150)) to a new
+    file on /dev/shm in 8 MB blocks, as lens's writer does: the kernel allocates every page,
+    and how much that costs depends on the machine's free memory at this N."""
+    block = np.zeros((BLOCK_IMAGES, *SHAPE), np.float32)
+    path = Path("/dev/shm") / f"pack_bench_write_{os.getpid()}"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        start = time.process_time()
+        for first in range(0, n, BLOCK_IMAGES):
+            count = min(BLOCK_IMAGES, n - first)
+            os.pwrite(fd, memoryview(block[:count].reshape(-1).view(np.uint8)),
+                      first * block[0].nbytes)
+        return (time.process_time() - start) / n
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def _children() -> dict[int, list[int]]:
@@ -214,15 +241,22 @@ def machine() -> dict[str, object]:
 
 
 def bench_n(
-    base: Path, n: int, workers: list[int], dests: dict[str, Path], reps: int
+    base: Path, n: int, workers: list[int], dests: dict[str, Path], reps: int,
+    drop_caches: bool = False,
 ) -> dict[str, object]:
     src = base / f"n{n}"
     t = time.perf_counter()
     generate(src, n)
     generated = time.perf_counter() - t
     files = files_of(src)
-    raw_read(files)  # warm the page cache; not timed
     os.sync()  # no write-back of the sources while timing
+    if drop_caches:
+        # Free the page cache, so that the kernel has free pages for the output instead of
+        # reclaiming cache for every page (what costs most on a VM short of free memory).
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        subprocess.run([sys.executable, "-m", "lens", "pack", "--help"], cwd=REPO,
+                       capture_output=True, check=True)  # lens's own files cached again
+    raw_read(files)  # warm the page cache; not timed
     stages = stage_costs(files)
     raws: list[float] = []
     runs: dict[tuple[int, str], list[dict[str, float]]] = {
@@ -299,6 +333,9 @@ def main() -> None:
     parser.add_argument("--dest", nargs="+", choices=["disk", "tmpfs"], default=["disk", "tmpfs"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where to generate the files")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="drop the page cache after generating each N (root; sources "
+                        "should then be on tmpfs: --dir /dev/shm)")
     args = parser.parse_args()
     _become_subreaper()
     base = Path(tempfile.mkdtemp(prefix="pack_bench_", dir=args.dir))
@@ -306,7 +343,9 @@ def main() -> None:
     dests = {d: dests[d] for d in args.dest}
     load_before = os.getloadavg()
     try:
-        results = [bench_n(base, n, args.workers, dests, args.reps) for n in args.n]
+        results = [
+            bench_n(base, n, args.workers, dests, args.reps, args.drop_caches) for n in args.n
+        ]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report = {
