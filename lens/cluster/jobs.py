@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from lens.cluster import sbatch
 from lens.cluster.container import container_argv
@@ -20,6 +21,16 @@ from lens.cluster.profiles import SlurmProfile
 from lens.errors import LensError
 
 SUBMIT_SCRIPT = "submit.sh"
+
+
+def write_scripts(out_dir: Path, files: Iterable[tuple[str, str]]) -> None:
+    """Write rendered scripts into ``out_dir``, each atomically; submit.sh executable."""
+    from lens import atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files:
+        atomic.write_text(out_dir / name, text)
+        os.chmod(out_dir / name, 0o755 if name == SUBMIT_SCRIPT else 0o644)
 
 
 def array_resources(p: SlurmProfile) -> sbatch.Resources:

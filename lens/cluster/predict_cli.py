@@ -180,8 +180,7 @@ def generate(*, run: Path, data: Path, shards: int | None, pred: Path | None,
              models: str | None, batch_size: int | None, n_boot: int | None,
              out: Path | None, profile: SlurmProfile) -> None:
     """`lens generate --stage predict`: write predict.sbatch, merge.sbatch and submit.sh."""
-    from lens import atomic
-    from lens.cluster.jobs import SUBMIT_SCRIPT
+    from lens.cluster.jobs import SUBMIT_SCRIPT, write_scripts
     from lens.cluster.predict_scripts import predict_scripts
     from lens.cluster.predict_submit import check
 
@@ -200,10 +199,7 @@ def generate(*, run: Path, data: Path, shards: int | None, pred: Path | None,
         for path in reversed(made):  # leave nothing behind
             path.rmdir()
         raise
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in scripts.files:
-        atomic.write_text(out_dir / name, text)
-        os.chmod(out_dir / name, 0o755 if name == SUBMIT_SCRIPT else 0o644)
+    write_scripts(out_dir, scripts.files)
     typer.echo(f"wrote {', '.join(scripts.names())} to {out_dir}")
     typer.echo(f"predict: {c.stage} models on {c.n:,} images in {c.n_shards} shard(s) -> "
                f"{c.h5}; submit with: bash {out_dir / SUBMIT_SCRIPT}")

@@ -488,14 +488,9 @@ def submit_predict(req: PredictRequest, *, query: Callable | None = None,
     """Check, plan and launch; ``announce(outcome)`` is called before anything runs or is
     submitted. Nothing to do (every part there and merged, or the work still queued): an
     outcome with no jobs."""
-    from lens.cluster.submit import EXECUTORS, default_executor
+    from lens.cluster.submit import resolve_executor
 
-    executor = req.executor or default_executor()
-    if executor not in EXECUTORS:
-        raise LensError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if executor == "slurm" and shutil.which("sbatch") is None:
-        raise LensError("--executor slurm: sbatch is not on PATH (not a Slurm login node?); "
-                        "use --executor local to run here")
+    executor = resolve_executor(req.executor)
     c = check(req.run, req.data, req.n_shards, pred=req.pred, stage=req.stage,
               batch_size=req.batch_size, n_boot=req.n_boot)
     if req.profile.container and executor != "debug":

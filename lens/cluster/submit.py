@@ -157,15 +157,21 @@ def check_container(profile: SlurmProfile, previous: dict[str, Any] | None) -> d
     return {**manifest.file_identity(image, same), "python": f"{major}.{minor}"}
 
 
-def prepare(req: Request) -> Prepared:
-    from lens.data.h5file import read_info
-
-    executor = req.executor or default_executor()
+def resolve_executor(name: str | None) -> str:
+    """``--executor`` checked (default: slurm where sbatch is on PATH, else local)."""
+    executor = name or default_executor()
     if executor not in EXECUTORS:
         raise LensError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise LensError("--executor slurm: sbatch is not on PATH (not a Slurm login node?); "
                         "use --executor local to run here")
+    return executor
+
+
+def prepare(req: Request) -> Prepared:
+    from lens.data.h5file import read_info
+
+    executor = resolve_executor(req.executor)
     data = Path(os.path.abspath(req.data))
     if not data.is_file():
         raise LensError(f"{data}: no such data file")

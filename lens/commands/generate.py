@@ -103,9 +103,8 @@ def generate(
           --array-parallelism 16
       bash runs/exp1/predict/survey.parts/slurm/submit.sh
     """
-    from lens import atomic
     from lens.cluster import predict_cli
-    from lens.cluster.jobs import SUBMIT_SCRIPT, experiment_scripts
+    from lens.cluster.jobs import SUBMIT_SCRIPT, experiment_scripts, write_scripts
     from lens.cluster.options import cluster_profile, stage_inputs
     from lens.cluster.plan import array_stages
 
@@ -142,10 +141,7 @@ def generate(
         for path in reversed(made):  # leave nothing behind
             path.rmdir()
         raise
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in scripts.files:
-        atomic.write_text(out_dir / name, text)
-        os.chmod(out_dir / name, 0o755 if name == SUBMIT_SCRIPT else 0o644)
+    write_scripts(out_dir, scripts.files)
     typer.echo(f"wrote {', '.join(scripts.names())} to {out_dir}")
     typer.echo(f"{stage.value}: {len(fold_ids)} fold(s); "
                f"submit with: bash {out_dir / SUBMIT_SCRIPT}")
