@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,20 @@ from lens.cluster.profiles import SlurmProfile
 from lens.errors import LensError
 
 SUBMIT_SCRIPT = "submit.sh"
+
+
+@contextmanager
+def new_folders(*paths: Path) -> Iterator[None]:
+    """Create ``paths`` (each inside the one before) for the block; if the block raises, remove
+    those this made, so a refused `lens generate` leaves nothing behind."""
+    made = [p for p in paths if not p.exists()]
+    paths[-1].mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in reversed(made):
+            path.rmdir()
+        raise
 
 
 def write_scripts(out_dir: Path, files: Iterable[tuple[str, str]]) -> None:

@@ -180,7 +180,7 @@ def generate(*, run: Path, data: Path, shards: int | None, pred: Path | None,
              models: str | None, batch_size: int | None, n_boot: int | None,
              out: Path | None, profile: SlurmProfile) -> None:
     """`lens generate --stage predict`: write predict.sbatch, merge.sbatch and submit.sh."""
-    from lens.cluster.jobs import SUBMIT_SCRIPT, write_scripts
+    from lens.cluster.jobs import SUBMIT_SCRIPT, new_folders, write_scripts
     from lens.cluster.predict_scripts import predict_scripts
     from lens.cluster.predict_submit import check
 
@@ -189,16 +189,10 @@ def generate(*, run: Path, data: Path, shards: int | None, pred: Path | None,
               batch_size=DEFAULT_BATCH if batch_size is None else batch_size,
               n_boot=DEFAULT_N_BOOT if n_boot is None else n_boot)
     out_dir = Path(os.path.abspath(out)) if out is not None else c.parts / "slurm"
-    made = [p for p in (c.pred.parent, c.parts, c.parts / "logs") if not p.exists()]
-    (c.parts / "logs").mkdir(parents=True, exist_ok=True)  # binds need it; Slurm logs there
-    try:
+    with new_folders(c.pred.parent, c.parts, c.parts / "logs"):  # binds need logs/
         scripts = predict_scripts(run=str(c.run), data=str(c.data), pred=str(c.pred),
                                   n_shards=c.n_shards, stage=c.stage, batch_size=c.batch_size,
                                   n_boot=c.n_boot, profile=profile)
-    except LensError:
-        for path in reversed(made):  # leave nothing behind
-            path.rmdir()
-        raise
     write_scripts(out_dir, scripts.files)
     typer.echo(f"wrote {', '.join(scripts.names())} to {out_dir}")
     typer.echo(f"predict: {c.stage} models on {c.n:,} images in {c.n_shards} shard(s) -> "

@@ -104,7 +104,7 @@ def generate(
       bash runs/exp1/predict/survey.parts/slurm/submit.sh
     """
     from lens.cluster import predict_cli
-    from lens.cluster.jobs import SUBMIT_SCRIPT, experiment_scripts, write_scripts
+    from lens.cluster.jobs import SUBMIT_SCRIPT, experiment_scripts, new_folders, write_scripts
     from lens.cluster.options import cluster_profile, stage_inputs
     from lens.cluster.plan import array_stages
 
@@ -130,17 +130,11 @@ def generate(
     _check_configs(inputs)
     run_dir = Path(os.path.abspath(run))
     out_dir = Path(os.path.abspath(out)) if out is not None else run_dir / "slurm"
-    made = [p for p in (run_dir, run_dir / "logs") if not p.exists()]
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)  # binds need it; Slurm logs there
-    try:
+    with new_folders(run_dir, run_dir / "logs"):  # binds need logs/; Slurm logs there
         scripts = experiment_scripts(
             stage.value, data=str(data_path), run_dir=str(run_dir), folds=fold_ids,
             inputs=inputs, profile=prof,
         )
-    except LensError:
-        for path in reversed(made):  # leave nothing behind
-            path.rmdir()
-        raise
     write_scripts(out_dir, scripts.files)
     typer.echo(f"wrote {', '.join(scripts.names())} to {out_dir}")
     typer.echo(f"{stage.value}: {len(fold_ids)} fold(s); "
