@@ -64,3 +64,14 @@ def slurm_cluster() -> SlurmCluster:
     if problem is not None:
         pytest.fail(f"the local Slurm cluster started but is not usable: {problem}")
     return SlurmCluster()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch CPU thread for the test (small models: threads only contend), restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,12 +36,7 @@ TINY = ("--set", "epochs=2", "--set", "batch_size=16", "--set", "n_boot=0",
 HOSTILE = "it's \"q\" $(touch pwned) `touch pwned2` ;x &y #z"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

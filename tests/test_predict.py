@@ -28,12 +28,7 @@ from lens.train.metrics import classification_metrics
 DATASETS = ("index", "source", "split", "label", "prob", "fold_prob")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: str):

@@ -41,12 +41,7 @@ DATASETS = ("index", "source", "split", "label", "prob", "fold_prob")
 COMMON = ("--batch-size", "16", "--n-boot", "20")  # shard edges fall inside batches
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

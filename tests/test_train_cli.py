@@ -19,12 +19,7 @@ FAST = ["--set", "epochs=2", "--set", "batch_size=32", "--set", "n_boot=20",
         "--set", "deterministic=true"]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lens(*args: str, capsys=None) -> tuple[int, str]:

@@ -15,12 +15,7 @@ from lens.train.task import TaskSpec, run_task
 FAST = ("epochs=1", "batch_size=32", "n_boot=0")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
