@@ -1,4 +1,5 @@
-"""Ctrl-C that is never lost.
+"""Signals that stop a command: a Ctrl-C that is never lost, and SIGUSR2/SIGTERM that
+unwind a task (so its temporary files are removed) instead of killing it.
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be.
 If that is inside a weakref callback or a ``__del__`` (h5py and multiprocessing run such
@@ -44,3 +45,32 @@ def check() -> None:
     """Raise KeyboardInterrupt if a Ctrl-C came since ``remember_sigint`` began."""
     if _seen:
         raise KeyboardInterrupt
+
+
+class Stopped(Exception):
+    """SIGUSR2 or SIGTERM while a task runs: unwind (temporary files are removed)."""
+
+
+@contextmanager
+def stop_on_signals(active: bool = True) -> Iterator[None]:
+    """While active, SIGUSR2 (Slurm's warning before a time limit or preemption) and SIGTERM
+    (scancel) raise :class:`Stopped` in the main thread; a second signal during the
+    clean-up is ignored."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGUSR2, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in wanted}
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in wanted:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+    for s in wanted:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

@@ -92,7 +92,8 @@ def test_hostile_paths_reach_lens_predict_verbatim():
                                          pred=pred))
     line = next(ln for ln in text.splitlines() if ln.startswith("srun "))
     words = shlex.split(line.replace('"$SLURM_ARRAY_TASK_ID"', "7"))
-    assert words[1:] == ["/opt/env/bin/python", "-m", "lens", "predict", f"/tmp/{HOSTILE}",
+    assert words[-1] == "&"  # run in the background, so the shell can forward SIGUSR2
+    assert words[1:-1] == ["/opt/env/bin/python", "-m", "lens", "predict", f"/tmp/{HOSTILE}",
                          f"/d/{HOSTILE}.h5", "--out", pred, "--stage", "classify",
                          "--batch-size", "256", "--shard", "7/8"]
     merge = render_merge_script(MergeJob(pred=pred, n_shards=8, python=PY))

@@ -301,6 +301,46 @@ def test_a_stopped_shard_drops_its_part_and_exits_75(tmp_path, sig):
     assert list(parts.iterdir()) == []
 
 
+STOPPED_CLI_SHARD = """
+import sys, time
+from pathlib import Path
+import lens.predict.shards as shards
+from lens.atomic import atomic_path
+from lens.cli import main
+
+def slow(run, data, shard, n_shards, out_dir, **kwargs):  # a shard half-way through
+    part = Path(out_dir) / f"part_{shard}.h5"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(part) as tmp:
+        tmp.write_text("half a part")
+        print("writing", flush=True)
+        time.sleep(60)
+    return part
+
+shards.predict_shard = slow
+main(["predict", "run", "data.h5", "--out", sys.argv[1], "--shard", "1/2"])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_lens_predict_shard_stops_cleanly_on_slurm_signals(tmp_path, sig):
+    """What a generated predict.sbatch runs: on the SIGUSR2 its shell forwards (time limit)
+    or on scancel's SIGTERM, exit 75 (the shell requeues the task) and leave no half part."""
+    pred = tmp_path / "preds" / "survey"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_CLI_SHARD, str(pred)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err
+    assert f"shard 1/2: stopped by {sig.name}; its part was not written" in err
+    assert list((tmp_path / "preds" / "survey.parts").iterdir()) == []
+
+
 # ---- here: debug and local executors ---------------------------------------------------------
 
 

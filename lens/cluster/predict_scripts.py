@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from lens.cluster import sbatch
 from lens.cluster.jobs import SUBMIT_SCRIPT, Scripts, python_prefix, report_resources
 from lens.cluster.profiles import SlurmProfile
+from lens.cluster.requeue import EX_TEMPFAIL
 from lens.cluster.sbatch import (
     Resources,
     _qwords,
@@ -27,6 +28,7 @@ from lens.cluster.sbatch import (
     array_spec,
     log_pattern,
     sbatch_quote,
+    signal_block,
 )
 from lens.errors import LensError
 
@@ -60,6 +62,8 @@ class ShardArrayJob:
     setup: tuple[str, ...] = ()
     array_parallelism: int | None = None
     job_name: str = "lens-predict"
+    signal_delay_s: int = 120
+    max_requeues: int = 20
 
     @property
     def task_ids(self) -> tuple[int, ...]:
@@ -105,6 +109,7 @@ def render_shard_script(job: ShardArrayJob) -> str:
         "#SBATCH --open-mode=append",
         *_resource_lines(r),
         "#SBATCH --requeue",
+        f"#SBATCH --signal=B:USR2@{job.signal_delay_s}",
         "#",
         f"# lens: prediction in {job.n_shards} shard(s), one array task per shard (shard =",
         "# SLURM_ARRAY_TASK_ID): contiguous rows of the data file into PRED.parts/part_<I>.h5,",
@@ -115,10 +120,20 @@ def render_shard_script(job: ShardArrayJob) -> str:
         "",
         'echo "lens: $SLURM_JOB_NAME shard ${SLURM_ARRAY_TASK_ID} on $(hostname)'
         ' (restart ${SLURM_RESTART_COUNT:-0})"',
-        f"srun {shard_command(job)}",
         "",
     ]
-    return "\n".join(lines)
+    explain = _STOP.format(delay=job.signal_delay_s, code=EX_TEMPFAIL)
+    return "\n".join(lines) + "\n" + signal_block(
+        f"srun {shard_command(job)}", job.signal_delay_s, job.max_requeues, explain=explain,
+        verb="stop")
+
+
+_STOP = """\
+# Preemption and time limits, handled on the host. Slurm signals this batch shell (B:USR2)
+# {delay} s before the limit; the shell forwards SIGUSR2 to the srun step, the shard drops
+# its unfinished part and exits {code} ("run me again"), and the shell then requeues this
+# array task with scontrol, here on the host. The requeued task predicts the shard again.
+"""
 
 
 def render_merge_script(job: MergeJob) -> str:
@@ -167,7 +182,8 @@ def predict_scripts(*, run: str, data: str, pred: str, n_shards: int, stage: str
     shards = render_shard_script(ShardArrayJob(
         run=run, data=data, pred=pred, n_shards=n_shards, python=shard_py, stage=stage,
         batch_size=batch_size, resources=shard_resources(profile), setup=profile.setup,
-        array_parallelism=profile.array_parallelism))
+        array_parallelism=profile.array_parallelism, signal_delay_s=profile.signal_delay_s,
+        max_requeues=profile.max_requeues))
     merge = render_merge_script(MergeJob(
         pred=pred, n_shards=n_shards, python=merge_py, n_boot=n_boot,
         resources=report_resources(profile), setup=profile.setup))

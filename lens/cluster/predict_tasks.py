@@ -13,52 +13,21 @@ for training tasks) requeues it; the requeued task starts the shard again. On SI
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lens.cluster.requeue import EX_TEMPFAIL
 from lens.errors import LensError
-
-
-class Stopped(Exception):
-    """SIGUSR2 or SIGTERM while a shard runs: unwind (the part's temporary file is removed)."""
+from lens.interrupts import Stopped, stop_on_signals
 
 
 def _batch_executor() -> str | None:
     """``slurm`` or ``local`` inside a submitit job process; None in-process (debug)."""
     name = os.environ.get("SUBMITIT_EXECUTOR")
     return name if name in ("slurm", "local") else None
-
-
-@contextlib.contextmanager
-def _stop_on_signals(active: bool) -> Iterator[None]:
-    """While active, SIGUSR2 and SIGTERM raise :class:`Stopped` in the main thread (once:
-    a second signal during the clean-up is ignored)."""
-    if not active or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    wanted = (signal.SIGUSR2, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in wanted}
-
-    def handler(signum: int, frame: object) -> None:
-        for s in wanted:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(f"stopped by {signal.Signals(signum).name}")
-
-    for s in wanted:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
 
 
 @dataclass(frozen=True)
@@ -82,7 +51,7 @@ class ShardRunner:
         from lens.predict.shards import predict_shard
 
         batch = _batch_executor()
-        with _stop_on_signals(batch is not None):
+        with stop_on_signals(batch is not None):
             try:
                 if batch is not None and self.threads and "OMP_NUM_THREADS" not in os.environ:
                     import torch

@@ -185,15 +185,18 @@ def train_command(job: ArrayJob) -> str:
     return f'{_qwords(words)} --fold "$SLURM_ARRAY_TASK_ID" {_qwords(tail)}'
 
 
-_SIGNAL_BLOCK = """\
+_CHECKPOINT = """\
 # Preemption and time limits, handled on the host. Slurm signals this batch shell (B:USR2)
 # {delay} s before the limit; the shell forwards SIGUSR2 to the srun step, every rank
 # checkpoints and exits {code} ("run me again"), and the shell then requeues this array task
 # with scontrol, here on the host: scontrol is usually missing inside a container image.
 # The requeued task starts this script again with SLURM_RESTART_COUNT + 1 and resumes from
 # its checkpoint.
+"""
+
+_SIGNAL_BLOCK = """\
 forward_usr2() {{
-    echo "lens: SIGUSR2 received; asking the task to checkpoint" >&2
+    echo "lens: SIGUSR2 received; asking the task to {verb}" >&2
     if [[ -n "${{step:-}}" ]]; then kill -USR2 "$step" 2>/dev/null || true; fi
 }}
 trap forward_usr2 USR2
@@ -202,6 +205,17 @@ trap forward_usr2 USR2
 step=$!
 # A trapped signal ends `wait` early (status > 128): wait again until the step is gone.
 """
+
+
+def signal_block(command: str, delay_s: int, max_requeues: int, *, explain: str = "",
+                 verb: str = "checkpoint") -> str:
+    """Run ``command`` (an srun step) in the background; forward Slurm's SIGUSR2 to it; on
+    its exit code 75, requeue this array task from the host (see ``_CHECKPOINT``)."""
+    if delay_s < 0 or max_requeues < 0:
+        raise LensError("signal_delay_s and max_requeues must be non-negative")
+    explain = explain or _CHECKPOINT.format(delay=delay_s, code=EX_TEMPFAIL)
+    return (explain + _SIGNAL_BLOCK.format(verb=verb, command=command) + wait_block("step")
+            + "\n" + requeue_block(max_requeues))
 
 
 # ---- scripts ---------------------------------------------------------------------------------
@@ -237,10 +251,8 @@ def render_array_script(job: ArrayJob) -> str:
         ' (restart ${SLURM_RESTART_COUNT:-0}, rendezvous $MASTER_ADDR:$MASTER_PORT)"',
         "",
     ]
-    body = _SIGNAL_BLOCK.format(delay=job.signal_delay_s, code=EX_TEMPFAIL,
-                                command=f"srun {train_command(job)}")
-    return ("\n".join(lines) + "\n" + body + wait_block("step") + "\n"
-            + requeue_block(job.max_requeues))
+    return "\n".join(lines) + "\n" + signal_block(
+        f"srun {train_command(job)}", job.signal_delay_s, job.max_requeues)
 
 
 def render_aggregate_script(job: AggregateJob) -> str:

@@ -163,15 +163,25 @@ def _report(written: list[Path], metrics: dict | None, top: list[dict] | None) -
 
 def _shard(run: Path, data: Path, outs, shard_text: str, stage: Stage | None,
            batch_size: int, device: Device) -> None:
+    from lens.cluster.requeue import EX_TEMPFAIL
+    from lens.interrupts import Stopped, stop_on_signals
     from lens.predict.shards import parse_shard, part_path, predict_shard
 
     shard, n_shards = parse_shard(shard_text)
     part = part_path(outs.parts, shard)
     existed = part.exists()
-    with _progress() as progress:
-        predict_shard(run, data, shard, n_shards, outs.parts,
-                      stage=stage.value if stage else None, batch_size=batch_size,
-                      device=device.value, progress=progress)
+    # Slurm's SIGUSR2 (time limit, preemption; see `lens generate --stage predict`) or
+    # SIGTERM: drop the unfinished part and exit 75, "run me again" (the requeued task, or
+    # the array submitted again, redoes only this shard).
+    try:
+        with stop_on_signals(), _progress() as progress:
+            predict_shard(run, data, shard, n_shards, outs.parts,
+                          stage=stage.value if stage else None, batch_size=batch_size,
+                          device=device.value, progress=progress)
+    except Stopped as exc:
+        typer.echo(f"lens: shard {shard}/{n_shards}: {exc}; its part was not written",
+                   err=True)
+        raise SystemExit(EX_TEMPFAIL) from None
     from lens.predict.output import read_attrs
 
     attrs = read_attrs(part)
