@@ -116,6 +116,21 @@ def test_unreadable_packed_files_are_refused_by_train(data_file, tmp_path, capsy
     assert not (tmp_path / "run").exists()  # nothing written for a task that cannot run
 
 
+def test_a_task_that_fails_records_why_and_a_rerun_forgets_it(data_file, tmp_path, capsys):
+    task = tmp_path / "run" / "classify" / "fold_0"
+    task.mkdir(parents=True)
+    (task / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    code, err = train(capsys, data_file, tmp_path / "run")
+    assert code == 1 and "cannot read this checkpoint" in err
+    failure = json.loads((task / "failed.json").read_text())
+    assert failure["status"] == "failed" and failure["rank"] == 0
+    assert failure["error"].startswith("LensError: ") and "cannot read" in failure["error"]
+    (task / "checkpoint.pt").unlink()
+    code, err = train(capsys, data_file, tmp_path / "run")
+    assert code == 0, err
+    assert not (task / "failed.json").exists() and (task / "result.json").exists()
+
+
 def test_batch_larger_than_the_training_images(data_file, tmp_path, capsys):
     code, err = train(capsys, data_file, tmp_path / "run", "--set", "batch_size=512")
     assert code == 1

@@ -318,13 +318,16 @@ def test_a_failing_fold_is_reported_and_exit_codes_tell_the_truth(setup, tmp_pat
     log = (run / "logs" / f"classify_{classify}_1.out").read_text()
     assert f"error: {bad}/checkpoint.pt: cannot read this checkpoint" in log
     assert "Traceback" not in log
+    # No run.json (plain sbatch): the task's own failed.json tells the report it FAILED.
+    failure = json.loads((bad / "failed.json").read_text())
+    assert "cannot read this checkpoint" in failure["error"]
     report_log = (run / "logs" / f"report_{report}.out").read_text()
-    assert "classify fold 1: INCOMPLETE" in report_log
+    assert f"classify fold 1: FAILED ({bad}/failed.json)" in report_log
     assert "1 task(s) missing or failed" in report_log
     rep = json.loads((run / "report.json").read_text())["stages"]["classify"]
     assert (rep["n_folds"], rep["completed"]) == (2, 1)
-    assert [(m["fold"], m["state"]) for m in rep["missing"]] == [(1, "INCOMPLETE")]
-    assert "| classify | 1 | INCOMPLETE |" in (run / "report.md").read_text()
+    assert [(m["fold"], m["state"]) for m in rep["missing"]] == [(1, "FAILED")]
+    assert "| classify | 1 | FAILED |" in (run / "report.md").read_text()
 
 
 # ---- 6. requeue from the host when the task runs in a container without scontrol ------------

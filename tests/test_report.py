@@ -97,6 +97,16 @@ def test_report_uses_slurm_state_lookup_for_missing_folds(run: Path):
     assert report["stages"]["classify"]["missing"][0]["log"] == "logs/x_2.err"
 
 
+def test_a_fold_that_recorded_its_failure_is_reported_failed_without_a_scheduler(run: Path):
+    failure = run / "classify" / "fold_2" / "failed.json"
+    failure.write_text(json.dumps({"status": "failed", "error": "LensError: boom"}))
+    missing = write_report(run)["stages"]["classify"]["missing"]
+    assert [(m["fold"], m["state"], m["log"]) for m in missing] == [(2, "FAILED", str(failure))]
+    # the scheduler's word, when there is one, comes first
+    missing = write_report(run, lookup=lambda s, f: ("TIMEOUT", None))["stages"]["classify"]
+    assert missing["missing"][0]["state"] == "TIMEOUT"
+
+
 def test_render_markdown_golden():
     report = {
         "run": "runs/demo",

@@ -18,6 +18,7 @@ STAGE_ORDER = ("classify", "pretrain", "finetune")
 
 # (stage, fold) -> (state, log path or None), e.g. from sacct; None when unknown.
 StateLookup = Callable[[str, int], "tuple[str, str | None] | None"]
+FAILURE = "failed.json"  # what a task that raised leaves (lens.train.results.write_failure)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def collect(run: Path, stage: str, lookup: StateLookup | None = None) -> list[Fo
         found = lookup(stage, fold) if lookup else None
         if found is not None:
             state, log = found
+        elif (directory / FAILURE).exists():  # the task recorded its error as it failed
+            state, log = "FAILED", str(directory / FAILURE)
         else:
             state = "INCOMPLETE" if directory.exists() else "MISSING"
             log = None

@@ -25,6 +25,40 @@ def read_completed(path: Path) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and result.get("status") == COMPLETED else None
 
 
+FAILURE = "failed.json"  # read by lens.report.collect
+
+
+def write_failure(out_dir: Path, exc: BaseException, rank: int) -> None:
+    """Record why the task failed, in a task folder that exists (bad input refused before
+    the task began leaves no folder behind). Never raises: the task's error is the news."""
+    import datetime
+
+    from lens.errors import LensError
+
+    if not out_dir.is_dir():
+        return
+    record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "rank": rank,
+              "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "lens_version": __version__}
+    try:
+        atomic.write_json(out_dir / FAILURE, record)
+    except (OSError, LensError):  # e.g. the full disk that made the task fail
+        pass
+
+
+def clear_failure(out_dir: Path) -> None:
+    """A task that starts again is no longer failed."""
+    (out_dir / FAILURE).unlink(missing_ok=True)
+
+
+def read_failure(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((out_dir / FAILURE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get("status") == "failed" else None
+
+
 def result_dict(ctx: TaskContext, prog: Progress, *, class_names: list[str] | None,
                 metrics: dict[str, Any], counts: dict[str, int],
                 extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -60,11 +60,11 @@ def _refuse_mixing(where: Path, what: str, old: dict, new: dict) -> None:
 
 
 def run_task(spec: TaskSpec) -> dict[str, Any]:
-    """Run (or resume, or skip if done) one task; returns the content of result.json."""
-    from lens.data.h5file import read_info
-    from lens.train import checkpoint, results
-    from lens.train.context import TaskContext, determinism, resolve_device, resolve_precision
-    from lens.train.stages import STAGES
+    """Run (or resume, or skip if done) one task; returns the content of result.json.
+
+    A task that raises leaves failed.json (the error) in its folder, so that a report can
+    say FAILED even where no scheduler can be asked (runs from `lens generate`, a laptop)."""
+    from lens.train import results
 
     cfg = config_mod.load_config(spec.stage, spec.config, tuple(spec.overrides))
     cfg_dict = config_mod.to_dict(cfg)
@@ -73,10 +73,25 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
     if done is not None:
         _refuse_mixing(out_dir / "result.json", "config", done.get("config", {}), cfg_dict)
         return done
+    info_env = dist.env_info()
+    if info_env.is_main:
+        results.clear_failure(out_dir)
+    try:
+        return _run(spec, cfg, cfg_dict, out_dir, info_env)
+    except Exception as exc:
+        results.write_failure(out_dir, exc, info_env.rank)
+        raise
+
+
+def _run(spec: TaskSpec, cfg: Any, cfg_dict: dict[str, Any], out_dir: Path,
+         info_env: Any) -> dict[str, Any]:
+    from lens.data.h5file import read_info
+    from lens.train import checkpoint
+    from lens.train.context import TaskContext, determinism, resolve_device, resolve_precision
+    from lens.train.stages import STAGES
+
     info = read_info(spec.data)
     identity = _data_identity(info)
-
-    info_env = dist.env_info()
     device = resolve_device(cfg.device, info_env.local_rank)
     started_here = info_env.world_size > 1 and not dist.is_distributed()
     dist_info = dist.init(device.type)
