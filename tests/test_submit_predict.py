@@ -280,15 +280,11 @@ ShardRunner("run", "data.h5", sys.argv[1], 0, 2, "classify")()
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
-def test_a_stopped_shard_drops_its_part_and_exits_75(tmp_path, sig):
-    """SIGUSR2 (time limit): exit 75, so the host-side wrapper requeues the task; SIGTERM
-    (scancel) the same exit, which the wrapper does not requeue. No half part is left."""
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm"}
-    proc = subprocess.Popen([sys.executable, "-c", STOPPED_SHARD, str(parts)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _signal_when_writing(cmd: list[str], sig: int, env: dict | None = None) -> tuple[int, str]:
+    """Run ``cmd``; once it prints "writing" (a part half-way through), send ``sig``; return
+    (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
         proc.send_signal(sig)
@@ -296,7 +292,18 @@ def test_a_stopped_shard_drops_its_part_and_exits_75(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 75, err
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_stopped_shard_drops_its_part_and_exits_75(tmp_path, sig):
+    """SIGUSR2 (time limit): exit 75, so the host-side wrapper requeues the task; SIGTERM
+    (scancel) the same exit, which the wrapper does not requeue. No half part is left."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm"}
+    code, err = _signal_when_writing([sys.executable, "-c", STOPPED_SHARD, str(parts)], sig, env)
+    assert code == 75, err
     assert f"stopped by {sig.name}; its part was not written" in err
     assert list(parts.iterdir()) == []
 
@@ -327,16 +334,8 @@ def test_lens_predict_shard_stops_cleanly_on_slurm_signals(tmp_path, sig):
     """What a generated predict.sbatch runs: on the SIGUSR2 its shell forwards (time limit)
     or on scancel's SIGTERM, exit 75 (the shell requeues the task) and leave no half part."""
     pred = tmp_path / "preds" / "survey"
-    proc = subprocess.Popen([sys.executable, "-c", STOPPED_CLI_SHARD, str(pred)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 75, err
+    code, err = _signal_when_writing([sys.executable, "-c", STOPPED_CLI_SHARD, str(pred)], sig)
+    assert code == 75, err
     assert f"shard 1/2: stopped by {sig.name}; its part was not written" in err
     assert list((tmp_path / "preds" / "survey.parts").iterdir()) == []
 
