@@ -466,6 +466,12 @@ def test_sharded_prediction_on_the_cluster_equals_unsharded(slurm_cluster, train
     assert lens("status", str(run), "--json") == 0
     assert json.loads(capsys.readouterr().out)["summary"] == {
         "classify": {"COMPLETED": 2}, "report": {"COMPLETED": 1}}
+    # ... and the prediction has its own: every shard and the second merge, from sacct.
+    assert lens("status", str(pred), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["summary"] == {"predict": {"COMPLETED": 3}, "merge": {"COMPLETED": 1}}
+    assert shown["tasks"][1]["job_id"] == f"{second['array']['job_id']}_1"
+    assert shown["tasks"][-1]["job_id"] == second["merge"]["job_id"]
 
     # The generated scripts: the merge ran after every shard, and merged the same files.
     states = slurmcli.wait_finished([ids["predict"], ids["merge"]], expected=4, timeout=240,

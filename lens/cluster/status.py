@@ -305,13 +305,13 @@ _STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "REQUEUE
 
 
 def summary_line(status: RunStatus) -> str:
+    """Per stage, in the order of the rows: ``classify 3/5 completed``; the job that follows
+    the arrays (``fold`` None: the report, a prediction's merge) by its state."""
     parts = []
-    for stage in (*STAGE_ORDER, REPORT):
+    for stage in dict.fromkeys(t.stage for t in status.tasks):
         rows = status.stage_tasks(stage)
-        if not rows:
-            continue
-        if stage == REPORT:
-            parts.append(f"report {rows[0].state}")
+        if rows[0].fold is None:
+            parts.append(f"{stage} {rows[0].state}")
             continue
         done = sum(r.state == "COMPLETED" for r in rows)
         parts.append(f"{stage} {done}/{len(rows)} completed")

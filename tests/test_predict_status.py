@@ -1,0 +1,61 @@
+"""`lens status PRED`: shards from their parts and Slurm's accounting, then the merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lens.cluster.predict_status import parts_of, prediction_status
+from lens.cluster.predict_submit import FORMAT, RECORD
+from lens.cluster.slurmcli import JobState
+from lens.cluster.status import render_text
+
+
+def _record(parts: Path, submissions: list[dict]) -> None:
+    parts.mkdir(parents=True)
+    (parts / RECORD).write_text(json.dumps(
+        {"format": FORMAT, "n_shards": 3, "submissions": submissions}))
+
+
+def _state(job: str, state: str) -> JobState:
+    return JobState(job, state, 0, 0, "00:01:02", "", "")
+
+
+def test_shards_from_parts_and_sacct_then_the_merge(tmp_path):
+    parts = tmp_path / "survey.parts"
+    _record(parts, [{"executor": "slurm", "array": {"job_id": "100", "shards": [0, 1, 2]},
+                     "merge": {"job_id": "101", "log": "merge.out"}}])
+    (parts / "part_0.h5").write_bytes(b"")  # complete: parts are renamed into place whole
+    asked: list[list[str]] = []
+
+    def sacct(ids: list[str]) -> dict[str, JobState]:
+        asked.append(ids)
+        return {"100_0": _state("100_0", "COMPLETED"), "100_1": _state("100_1", "RUNNING"),
+                "100_2": _state("100_2", "FAILED"), "101": _state("101", "PENDING")}
+
+    assert parts_of(tmp_path / "survey") == parts == parts_of(parts)
+    assert parts_of(tmp_path / "survey.h5") == parts
+    status = prediction_status(parts, query=sacct)
+    assert asked == [["100", "101"]]
+    assert [(t.stage, t.fold, t.state, t.job_id) for t in status.tasks] == [
+        ("predict", 0, "COMPLETED", "100_0"), ("predict", 1, "RUNNING", "100_1"),
+        ("predict", 2, "FAILED", "100_2"), ("merge", None, "PENDING", "101")]
+    assert status.tasks[2].log == str(parts / "logs")
+    text = render_text(status)
+    assert "predict 1/3 completed; merge PENDING" in text
+
+
+def test_a_merged_prediction_run_here_needs_no_scheduler(tmp_path):
+    parts = tmp_path / "survey.parts"
+    _record(parts, [{"executor": "local", "array": {"job_id": None, "shards": [0, 1, 2],
+                                                    "states": {"0": "COMPLETED"}}}])
+    for i in range(3):
+        (parts / f"part_{i}.h5").write_bytes(b"")
+    (tmp_path / "survey.h5").write_bytes(b"")  # written after the parts: up to date
+
+    def no_sacct(ids: list[str]) -> dict[str, JobState]:
+        raise AssertionError("a local prediction must not ask Slurm")
+
+    status = prediction_status(parts, query=no_sacct)
+    assert [t.state for t in status.tasks] == ["COMPLETED"] * 4
+    assert parts_of(tmp_path / "runs") is None  # no record: a training run, not a prediction
