@@ -59,3 +59,25 @@ def test_a_merged_prediction_run_here_needs_no_scheduler(tmp_path):
     status = prediction_status(parts, query=no_sacct)
     assert [t.state for t in status.tasks] == ["COMPLETED"] * 4
     assert parts_of(tmp_path / "runs") is None  # no record: a training run, not a prediction
+
+
+def test_cancel_stops_only_the_unfinished_jobs_of_a_prediction(tmp_path, monkeypatch, capsys):
+    from lens.cli import main
+    from lens.cluster import slurmcli, status
+
+    parts = tmp_path / "survey.parts"
+    _record(parts, [{"executor": "slurm", "array": {"job_id": "100", "shards": [0, 1, 2]},
+                     "merge": {"job_id": "101"}}])
+    (parts / "part_0.h5").write_bytes(b"")
+    monkeypatch.setattr(status, "slurm_query", lambda ids: {
+        "100_1": _state("100_1", "RUNNING"), "100_2": _state("100_2", "COMPLETED"),
+        "101": _state("101", "PENDING")})
+    cancelled: list[list[str]] = []
+    monkeypatch.setattr(slurmcli, "scancel", lambda ids, **kw: cancelled.append(list(ids)))
+    main(["cancel", str(tmp_path / "survey")])
+    assert cancelled == [["100_1", "101"]]  # not shard 0 (its part is there), nor 2 (ended)
+    shard_2 = prediction_status(parts).tasks[2]
+    assert (shard_2.state, shard_2.detail) == ("INCOMPLETE",
+                                               "its task ended without leaving its part")
+    out = capsys.readouterr().out
+    assert "scancel 100_1 (shard 1)" in out and "scancel 101 (merge)" in out

@@ -58,6 +58,29 @@ def cancel(run: Path) -> list[str]:
     return done
 
 
+def cancel_prediction(parts: Path) -> list[str]:
+    """`lens cancel PRED`: scancel the shards and merge still queued or running; SIGTERM to
+    a `lens submit --stage predict` of this machine still running its shards here."""
+    from lens.cluster import slurmcli
+    from lens.cluster.predict_status import prediction_status
+    from lens.cluster.predict_submit import read_record
+
+    status = prediction_status(parts)
+    done: list[str] = []
+    active = [t for t in status.tasks if t.active and t.job_id]
+    if active:
+        slurmcli.scancel([t.job_id for t in active if t.job_id])
+        done += [f"scancel {t.job_id} ({'merge' if t.fold is None else f'shard {t.fold}'})"
+                 for t in active]
+    host = socket.gethostname()
+    for sub in (read_record(parts) or {}).get("submissions") or []:
+        driver = sub.get("driver") or {}
+        if driver.get("host") == host and process_alive(driver.get("pid")):
+            _kill(driver["pid"])
+            done.append(f"SIGTERM to lens submit (pid {driver['pid']})")
+    return done
+
+
 def _executor(data: dict, task) -> str | None:
     if task.fold is None:
         report = manifest.latest_report(data) or {}

@@ -80,6 +80,9 @@ def _shard_row(shard: int, done: bool, latest: tuple[str, dict[str, Any]] | None
         if done:
             return TaskStatus(SHARD, shard, "COMPLETED", job, elapsed)
         state = found.state if found else "UNKNOWN"
+        if state == "COMPLETED":  # the task ended well, yet its part is not there
+            return TaskStatus(SHARD, shard, "INCOMPLETE", job, elapsed, log=str(parts / "logs"),
+                              detail="its task ended without leaving its part")
         return TaskStatus(SHARD, shard, state, job, elapsed, log=str(parts / "logs"))
     recorded = ((sub.get("array") or {}).get("states") or {}).get(str(shard))
     state = "COMPLETED" if done else (recorded if recorded not in (None, "COMPLETED")
