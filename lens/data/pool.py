@@ -147,9 +147,10 @@ class Pool:
             if job is _END:
                 return
             yield here(job)  # type: ignore[arg-type]
+        # Every worker is up (the starter made them all), so submitting starts no process.
         pending: deque[Future[R]] = deque()
         for job in it:
-            pending.append(self._submit(fn, job))
+            pending.append(self._executor.submit(fn, job))
             if len(pending) >= depth:
                 break
         while pending:
@@ -162,10 +163,5 @@ class Pool:
                 ) from None
             yield result
             for job in it:
-                pending.append(self._submit(fn, job))
+                pending.append(self._executor.submit(fn, job))
                 break
-
-    def _submit(self, fn: Callable[[J], R], job: J) -> Future[R]:
-        assert self._executor is not None
-        with _sigint_blocked():  # in case the executor starts a process to run it
-            return self._executor.submit(fn, job)
