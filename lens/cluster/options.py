@@ -81,6 +81,20 @@ class StageInput:
     sets: tuple[str, ...] = ()
 
 
+def absolute_input(item: StageInput) -> StageInput:
+    """``item`` with its config file as an absolute path (jobs may start elsewhere), which
+    must exist."""
+    import dataclasses
+    import os
+
+    if item.config is None:
+        return item
+    config = Path(os.path.abspath(item.config))
+    if not config.is_file():
+        raise LensError(f"{config}: config file not found")
+    return dataclasses.replace(item, config=str(config))
+
+
 def stage_inputs(
     stages: tuple[str, ...], configs: list[str] | None, sets: list[str] | None
 ) -> dict[str, StageInput]:

@@ -25,8 +25,8 @@ def parts_of(path: str | Path) -> Path | None:
     from lens.predict.output import Outputs
 
     path = Path(path)
-    candidates = [path] if path.name.endswith(".parts") else [Outputs.of(path).parts]
-    return next((p for p in candidates if (p / RECORD).is_file()), None)
+    parts = path if path.name.endswith(".parts") else Outputs.of(path).parts
+    return parts if (parts / RECORD).is_file() else None
 
 
 def prediction_status(parts: Path, *,

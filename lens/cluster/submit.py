@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lens.cluster import manifest
-from lens.cluster.options import StageInput
+from lens.cluster.options import StageInput, absolute_input
 from lens.cluster.plan import array_stages
 from lens.cluster.profiles import SlurmProfile
 from lens.errors import LensError
@@ -121,15 +121,6 @@ def default_run_dir(data: Path, experiment: str) -> Path:
     return Path("runs") / f"{data.stem}-{experiment}-{stamp}"
 
 
-def _absolute_input(item: StageInput) -> StageInput:
-    if item.config is None:
-        return item
-    config = Path(os.path.abspath(item.config))
-    if not config.is_file():
-        raise LensError(f"{config}: config file not found")
-    return dataclasses.replace(item, config=str(config))
-
-
 def resolve_configs(stages: tuple[str, ...],
                     inputs: Mapping[str, StageInput]) -> dict[str, dict[str, Any]]:
     """Each stage's config (defaults <- TOML <- --set), checked now rather than on the cluster."""
@@ -137,7 +128,7 @@ def resolve_configs(stages: tuple[str, ...],
 
     out = {}
     for stage in stages:
-        item = _absolute_input(inputs.get(stage, StageInput()))
+        item = absolute_input(inputs.get(stage, StageInput()))
         out[stage] = to_dict(load_config(stage, item.config, item.sets))
     return out
 

@@ -23,6 +23,7 @@ from lens.cluster.options import (
     QosOpt,
     StageInput,
     TimeOpt,
+    absolute_input,
 )
 from lens.cluster.predict_cli import BatchSizeOpt, ModelsOpt, NBootOpt, PredOpt, ShardsOpt
 from lens.errors import LensError
@@ -126,7 +127,7 @@ def generate(
     inputs = stage_inputs(stages, config, sets)
     data_path = Path(os.path.abspath(data))
     fold_ids = tuple(range(_fold_count(data_path, folds)))
-    inputs = {s: _absolute_config(i) for s, i in inputs.items()}
+    inputs = {s: absolute_input(i) for s, i in inputs.items()}
     _check_configs(inputs)
     run_dir = Path(os.path.abspath(run))
     out_dir = Path(os.path.abspath(out)) if out is not None else run_dir / "slurm"
@@ -155,17 +156,6 @@ def _fold_count(data: Path, folds: int | None) -> int:
     if info.n_folds and folds > info.n_folds:
         raise LensError(f"--folds {folds}: {data} has only {info.n_folds} folds")
     return folds
-
-
-def _absolute_config(item: StageInput) -> StageInput:
-    from dataclasses import replace
-
-    if item.config is None:
-        return item
-    path = Path(os.path.abspath(item.config))
-    if not path.is_file():
-        raise LensError(f"{path}: config file not found")
-    return replace(item, config=str(path))
 
 
 def _check_configs(inputs: dict[str, StageInput]) -> None:
