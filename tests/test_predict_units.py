@@ -7,12 +7,12 @@ and CSV it renders (golden), output names and atomic writing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_generate import check_golden
 
 from lens.errors import LensError
 from lens.predict.evaluate import judged_rows, render_metrics
@@ -24,12 +24,6 @@ from lens.predict.shards import parse_shard, shard_range
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("LENS_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with LENS_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} changed; LENS_UPDATE_GOLDEN=1 to accept"
 
 
 @pytest.mark.parametrize("n,shards", [(0, 1), (0, 3), (2, 5), (10, 3), (100, 7), (1001, 16)])

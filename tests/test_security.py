@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_bad_input import lens
 from test_train_data import make_packed
 
-from lens.cli import main
 from lens.errors import LensError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lens"
@@ -37,13 +37,6 @@ class Payload:
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
-def lens(capsys, *args) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 # ---- the source: every loader call carries its safety flag ---------------------------------

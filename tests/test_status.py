@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_generate import check_golden
 from typer.testing import CliRunner
 
 from lens.cli import app
@@ -31,16 +32,6 @@ from lens.cluster.status import (
     state_lookup,
 )
 from lens.errors import LensError
-
-GOLDEN = Path(__file__).resolve().parent / "golden"
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("LENS_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with LENS_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} changed; LENS_UPDATE_GOLDEN=1 to accept"
 
 
 def js(job_id: str, state: str, elapsed: str = "00:00:10", code: int = 0) -> JobState:

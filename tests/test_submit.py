@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from lens.cli import app, main
@@ -454,15 +453,7 @@ def test_wrapper_requeues_after_usr2_only(tmp_path, procid, code, send, exit_cod
 # ---- a whole run in-process ------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_debug_executor_runs_every_fold_and_reports(one_thread, tmp_path, capsys):
+def test_debug_executor_runs_every_fold_and_reports(one_torch_thread, tmp_path, capsys):
     data = make_packed(tmp_path / "d.h5", n=100, size=16, n_folds=2, n_test=0)
     run = tmp_path / "run"
     sets = [x for item in TINY for x in ("--set", item)]
