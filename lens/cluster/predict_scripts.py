@@ -143,23 +143,13 @@ def render_merge_script(job: MergeJob) -> str:
         raise LensError("n_shards must be at least 1 and n_boot non-negative")
     words = [*job.python, "-m", "lens", "predict", "--merge", job.pred,
              "--shards", str(job.n_shards), "--n-boot", str(job.n_boot), "--force"]
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={sbatch_quote(job.job_name)}",
-        f"#SBATCH --output={sbatch_quote(log_pattern(parts_dir(job.pred), 'merge_%j'))}",
-        *_resource_lines(job.resources),
-        "#",
-        "# lens: merge the parts, in order, into PRED.h5 and PRED.csv (with metrics and ROC",
-        "# when the images are labeled), replacing an earlier merge. It runs after every",
-        "# shard, whatever their outcome, and fails naming the missing parts. Written by",
-        "# `lens generate`.",
-        "set -euo pipefail",
-        *_setup_block(job.setup),
-        "",
-        f"srun {_qwords(words)}",
-        "",
-    ]
-    return "\n".join(lines)
+    return sbatch.render_single_step_script(
+        job.job_name, log_pattern(parts_dir(job.pred), "merge_%j"), job.resources,
+        ["# lens: merge the parts, in order, into PRED.h5 and PRED.csv (with metrics and ROC",
+         "# when the images are labeled), replacing an earlier merge. It runs after every",
+         "# shard, whatever their outcome, and fails naming the missing parts. Written by",
+         "# `lens generate`."],
+        job.setup, words)
 
 
 def shard_resources(p: SlurmProfile) -> Resources:

@@ -255,23 +255,34 @@ def render_array_script(job: ArrayJob) -> str:
         f"srun {train_command(job)}", job.signal_delay_s, job.max_requeues)
 
 
-def render_aggregate_script(job: AggregateJob) -> str:
-    """One small job that aggregates every fold into the run's report."""
+def render_single_step_script(job_name: str, log: str, resources: Resources,
+                              about: Sequence[str], setup: Sequence[str],
+                              words: Sequence[str]) -> str:
+    """A small job of one srun step (the report, a prediction's merge): ``about`` is the
+    comment explaining it, one ``# lens: ...`` line each."""
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={sbatch_quote(job.job_name)}",
-        f"#SBATCH --output={sbatch_quote(log_pattern(job.run_dir, 'report_%j'))}",
-        *_resource_lines(job.resources),
+        f"#SBATCH --job-name={sbatch_quote(job_name)}",
+        f"#SBATCH --output={sbatch_quote(log)}",
+        *_resource_lines(resources),
         "#",
-        "# lens: aggregate every fold of the run into its report (after the arrays, whatever",
-        "# their outcome, so failed folds are reported too). Written by `lens generate`.",
+        *about,
         "set -euo pipefail",
-        *_setup_block(job.setup),
+        *_setup_block(setup),
         "",
-        f"srun {_qwords([*job.python, '-m', 'lens', 'report', job.run_dir])}",
+        f"srun {_qwords(words)}",
         "",
     ]
     return "\n".join(lines)
+
+
+def render_aggregate_script(job: AggregateJob) -> str:
+    """One small job that aggregates every fold into the run's report."""
+    return render_single_step_script(
+        job.job_name, log_pattern(job.run_dir, "report_%j"), job.resources,
+        ["# lens: aggregate every fold of the run into its report (after the arrays, whatever",
+         "# their outcome, so failed folds are reported too). Written by `lens generate`."],
+        job.setup, [*job.python, "-m", "lens", "report", job.run_dir])
 
 
 def render_submit_script(plan: SubmitScript) -> str:
