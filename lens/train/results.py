@@ -51,14 +51,6 @@ def clear_failure(out_dir: Path) -> None:
     (out_dir / FAILURE).unlink(missing_ok=True)
 
 
-def read_failure(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((out_dir / FAILURE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) and record.get("status") == "failed" else None
-
-
 def result_dict(ctx: TaskContext, prog: Progress, *, class_names: list[str] | None,
                 metrics: dict[str, Any], counts: dict[str, int],
                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
