@@ -82,7 +82,7 @@ def _record_signals(active: bool) -> Iterator[_SignalRecord]:
             signal.signal(s, old)
 
 
-def _batch_executor() -> str | None:
+def batch_executor() -> str | None:
     """``slurm`` or ``local`` inside a submitit job process; None in-process (debug)."""
     name = os.environ.get("SUBMITIT_EXECUTOR")
     return name if name in ("slurm", "local") else None
@@ -107,7 +107,7 @@ class TaskRunner:
     threads: int | None = None
 
     def __call__(self) -> dict[str, Any]:
-        batch = _batch_executor()
+        batch = batch_executor()
         with _record_signals(batch is not None) as early:
             if batch is not None:
                 # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from srun (or the local
@@ -174,7 +174,7 @@ class ReportRunner:
             print(report["headline"], flush=True)
         for stage, fold, state, where in outcome["missing"]:
             print(f"{stage} fold {fold}: {state} ({where})", file=sys.stderr, flush=True)
-        if outcome["missing"] and _batch_executor() is not None:
+        if outcome["missing"] and batch_executor() is not None:
             print(f"lens: {len(outcome['missing'])} task(s) missing or failed", file=sys.stderr,
                   flush=True)
             raise SystemExit(1)

@@ -12,6 +12,7 @@ import typer
 
 from lens.cluster.profiles import SlurmProfile
 from lens.errors import LensError
+from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
 
 _PANEL = "Prediction (--stage predict)"
 
@@ -34,8 +35,6 @@ NBootOpt = Annotated[int | None, typer.Option(
     "--n-boot", metavar="N", show_default=False, rich_help_panel=_PANEL,
     help="Bootstrap resamples of the AUC interval, labeled data (default 1000).")]
 
-DEFAULT_BATCH = 256
-DEFAULT_N_BOOT = 1000
 
 
 def refuse(given: Mapping[str, Any], why: str) -> None:
@@ -148,11 +147,8 @@ def _wait(outcome: Any) -> None:
     state = wait_for_merge(outcome, typer.echo)
     c = outcome.checked
     if state == "COMPLETED":
-        written = [c.h5, c.pred.with_name(c.pred.name + ".csv")]
-        for suffix in (".metrics.json", ".roc.png"):
-            path = c.pred.with_name(c.pred.name + suffix)
-            if path.is_file():
-                written.append(path)
+        written = [c.outs.h5, c.outs.csv, *(p for p in (c.outs.metrics, c.outs.roc)
+                                            if p.is_file())]
         typer.echo("wrote " + ", ".join(str(p) for p in written))
         return
     reason = _merge_failure(outcome.merge_log)

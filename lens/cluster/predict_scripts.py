@@ -31,6 +31,7 @@ from lens.cluster.sbatch import (
     signal_block,
 )
 from lens.errors import LensError
+from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
 
 PARTS_SUFFIX = ".parts"  # lens.predict.output.Outputs.parts: PRED.parts/
 SHARD_SCRIPT = "predict.sbatch"
@@ -57,7 +58,7 @@ class ShardArrayJob:
     python: tuple[str, ...]
     shards: tuple[int, ...] = ()
     stage: str | None = None
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH
     resources: Resources = Resources()
     setup: tuple[str, ...] = ()
     array_parallelism: int | None = None
@@ -77,7 +78,7 @@ class MergeJob:
     pred: str
     n_shards: int
     python: tuple[str, ...]
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
     resources: Resources = Resources(time="00:30:00")
     setup: tuple[str, ...] = ()
     job_name: str = "lens-predict-merge"

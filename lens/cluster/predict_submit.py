@@ -32,12 +32,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lens import __version__, atomic
 from lens.cluster import manifest
 from lens.cluster.profiles import SlurmProfile, with_overrides
+from lens.cluster.slurmcli import job_key
+from lens.cluster.watch import UNKNOWN_GRACE_S
 from lens.errors import LensError
+from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
+
+if TYPE_CHECKING:
+    from lens.predict.output import Outputs
 
 RECORD = "predict.json"
 FORMAT = "lens-predict-jobs-1"
@@ -54,8 +60,8 @@ class PredictRequest:
     profile: SlurmProfile
     pred: Path | None = None
     stage: str | None = None  # classify or finetune models (None: finetune if trained)
-    batch_size: int = 256
-    n_boot: int = 1000
+    batch_size: int = DEFAULT_BATCH
+    n_boot: int = DEFAULT_N_BOOT
     executor: str | None = None  # None: slurm when sbatch is on PATH, else local
     command: tuple[str, ...] = ()
 
@@ -76,12 +82,18 @@ class Checked:
     n_boot: int
 
     @property
+    def outs(self) -> Outputs:
+        from lens.predict.output import Outputs
+
+        return Outputs(self.pred)
+
+    @property
     def parts(self) -> Path:
-        return self.pred.with_name(self.pred.name + ".parts")
+        return self.outs.parts
 
     @property
     def h5(self) -> Path:
-        return self.pred.with_name(self.pred.name + ".h5")
+        return self.outs.h5
 
 
 def default_pred(run: Path, data: Path) -> Path:
@@ -89,7 +101,8 @@ def default_pred(run: Path, data: Path) -> Path:
 
 
 def check(run: Path, data: Path, n_shards: int, *, pred: Path | None = None,
-          stage: str | None = None, batch_size: int = 256, n_boot: int = 1000) -> Checked:
+          stage: str | None = None, batch_size: int = DEFAULT_BATCH, n_boot: int = DEFAULT_N_BOOT
+          ) -> Checked:
     """Everything that would make the jobs fail, checked here before anything is submitted:
     LensError naming the problem."""
     from lens.data.h5file import read_info
@@ -173,6 +186,7 @@ def check_earlier(c: Checked) -> dict[str, Any] | None:
     """The record of earlier submissions (None: the first); LensError when the record or a
     part there was made by a different command (other data, models, shard count...)."""
     from lens.predict.output import read_attrs
+    from lens.predict.shards import same_path
 
     record = read_record(c.parts)
     if record is not None:
@@ -180,7 +194,7 @@ def check_earlier(c: Checked) -> dict[str, Any] | None:
             if record.get(key) != value:
                 raise _another(c.parts, f"{key} {record.get(key)!r}, now {value!r}")
     elif not c.parts.exists():
-        for path in (c.h5, c.pred.with_name(c.pred.name + ".csv")):
+        for path in (c.outs.h5, c.outs.csv):
             if path.exists():
                 raise LensError(f"{path}: already exists; use another --pred, or delete it")
     want = {"n_shards": c.n_shards, "data_created": c.data_created, "stage": c.stage,
@@ -194,7 +208,7 @@ def check_earlier(c: Checked) -> dict[str, Any] | None:
                 raise _another(c.parts, f"{part.name} has {key} {attrs.get(key)!r}, "
                                         f"now {value!r}")
         for key, value in (("run", c.run), ("data", c.data)):
-            if Path(str(attrs.get(key))).resolve() != value.resolve():
+            if not same_path(attrs.get(key), value):
                 raise _another(c.parts, f"{part.name} has {key} {attrs.get(key)}, now {value}")
     return record
 
@@ -221,11 +235,6 @@ class ShardPlan:
         if self.run_now:
             return True
         return not self.up_to_date and self.merge_active is None
-
-
-def _job_key(job_id: str) -> tuple[int, str]:
-    head = job_id.split("_")[0]
-    return (int(head), job_id) if head.isdigit() else (0, job_id)
 
 
 def _live_jobs(record: dict[str, Any], query: Callable | None, plan: ShardPlan,
@@ -256,7 +265,7 @@ def _live_jobs(record: dict[str, Any], query: Callable | None, plan: ShardPlan,
         found = states.get(job)
         if shard not in complete and found is not None and found.state in ACTIVE_STATES:
             plan.active[shard] = job
-    plan.active_arrays = sorted({j.split("_")[0] for j in plan.active.values()}, key=_job_key)
+    plan.active_arrays = sorted({j.split("_")[0] for j in plan.active.values()}, key=job_key)
     for job in merges:
         found = states.get(job)
         if found is not None and found.state == "PENDING":
@@ -361,7 +370,7 @@ def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: Sha
         params = launch.report_parameters(profile)
         params["job_name"] = "lens-predict-merge"
         if waits:
-            params["dependency"] = "afterany:" + ":".join(sorted(set(waits), key=_job_key))
+            params["dependency"] = "afterany:" + ":".join(sorted(set(waits), key=job_key))
         executor = launch.make_slurm_executor(logs / "merge", python, params, 0)
         job = executor.submit_one(MergeRunner(str(c.pred), c.n_shards, c.n_boot))
         submitted.append(job.job_id)
@@ -529,7 +538,7 @@ POLL_S = 3.0  # --wait: seconds between two looks at sacct
 
 
 def wait_for_merge(outcome: PredictOutcome, echo: Callable[[str], None], *,
-                   poll: float | None = None, grace_s: float = 120.0,
+                   poll: float | None = None, grace_s: float = UNKNOWN_GRACE_S,
                    query: Callable | None = None) -> str:
     """Print a line whenever the parts or the merge job change, until the merge job has
     finished; its final state (UNKNOWN when Slurm never heard of it)."""

@@ -19,15 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lens.cluster.launch import batch_executor
 from lens.cluster.requeue import EX_TEMPFAIL
 from lens.errors import LensError
 from lens.interrupts import Stopped, stop_on_signals
-
-
-def _batch_executor() -> str | None:
-    """``slurm`` or ``local`` inside a submitit job process; None in-process (debug)."""
-    name = os.environ.get("SUBMITIT_EXECUTOR")
-    return name if name in ("slurm", "local") else None
+from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
 
 
 @dataclass(frozen=True)
@@ -44,13 +40,13 @@ class ShardRunner:
     shard: int
     n_shards: int
     stage: str
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH
     threads: int | None = None
 
     def __call__(self) -> str:
         from lens.predict.shards import predict_shard
 
-        batch = _batch_executor()
+        batch = batch_executor()
         with stop_on_signals(batch is not None):
             try:
                 if batch is not None and self.threads and "OMP_NUM_THREADS" not in os.environ:
@@ -88,7 +84,7 @@ class MergeRunner:
 
     pred: str
     n_shards: int
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
 
     def __call__(self) -> list[str]:
         from lens.predict.output import Outputs
@@ -99,12 +95,12 @@ class MergeRunner:
             done = merge_parts(outs.parts, self.n_shards, outs.stem, n_boot=self.n_boot,
                                force=True)
         except LensError as exc:
-            if _batch_executor() is None:
+            if batch_executor() is None:
                 raise
             print(f"lens: merge failed: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         written = [str(p) for p in done.written]
-        if _batch_executor() is not None:  # one line in the job's log
+        if batch_executor() is not None:  # one line in the job's log
             print(f"lens: merged {self.n_shards} parts: wrote {', '.join(written)}", flush=True)
         return written
 

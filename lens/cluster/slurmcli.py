@@ -123,3 +123,9 @@ def scancel(job_ids: Iterable[str], *, signal: str | None = None, batch: bool = 
     if batch:
         argv.append("--batch")
     run([*argv, *job_ids])
+
+
+def job_key(job_id: str) -> tuple[int, str]:
+    """Sort key of Slurm job ids ("123", "123_4"): by number, not as text."""
+    head = job_id.split("_")[0]
+    return (int(head), job_id) if head.isdigit() else (0, job_id)

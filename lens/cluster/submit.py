@@ -31,6 +31,7 @@ from lens.cluster import manifest
 from lens.cluster.options import StageInput, absolute_input
 from lens.cluster.plan import array_stages
 from lens.cluster.profiles import SlurmProfile
+from lens.cluster.slurmcli import job_key
 from lens.errors import LensError
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -247,13 +248,8 @@ def plan(prep: Prepared, *, query: Callable | None = None) -> Plan:
     if "finetune" in prep.stages:
         result.waits = _finetune_waits(prep, folds, active)
     result.active_arrays = sorted({job.split("_")[0] for job in active.values()
-                                   if job != "?"}, key=_job_key)
+                                   if job != "?"}, key=job_key)
     return result
-
-
-def _job_key(job_id: str) -> tuple[int, str]:
-    head = job_id.split("_")[0]
-    return (int(head), job_id) if head.isdigit() else (0, job_id)
 
 
 def _finetune_waits(prep: Prepared, folds: dict[str, list[int]],
@@ -323,7 +319,7 @@ def _finetune_groups(p: Plan, pretrain_job: str | None) -> list[tuple[list[int],
         wait = p.waits.get(fold)
         groups.setdefault(pretrain_job if wait == "pretrain" else wait, []).append(fold)
     return [(folds, f"aftercorr:{job}" if job else None)
-            for job, folds in sorted(groups.items(), key=lambda kv: _job_key(kv[0] or "0"))]
+            for job, folds in sorted(groups.items(), key=lambda kv: job_key(kv[0] or "0"))]
 
 
 def launch_slurm(prep: Prepared, p: Plan) -> Outcome:
@@ -370,7 +366,7 @@ def launch_slurm(prep: Prepared, p: Plan) -> Outcome:
                         "job_id": job.job_id, "executor": "slurm", "log": str(job.paths.stdout),
                         "submission": index, "submitted": manifest.now()})
         # afterany: every array of this run that is queued or running, new or not
-        waits = sorted({a.job_id for a in outcome.arrays} | set(p.active_arrays), key=_job_key)
+        waits = sorted({a.job_id for a in outcome.arrays} | set(p.active_arrays), key=job_key)
         params = launch.report_parameters(profile)
         params["dependency"] = "afterany:" + ":".join(waits)
         executor = launch.make_slurm_executor(logs / "report", report_python, params, 0)

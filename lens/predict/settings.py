@@ -8,6 +8,7 @@ from collections.abc import Callable
 from lens.errors import LensError
 
 DEFAULT_BATCH = 256
+DEFAULT_N_BOOT = 1000  # bootstrap resamples of the AUC interval
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 

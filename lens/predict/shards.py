@@ -55,7 +55,7 @@ def part_path(out_dir: str | Path, shard: int) -> Path:
     return Path(out_dir) / f"part_{shard}.h5"
 
 
-def _same_path(a: Any, b: Any) -> bool:
+def same_path(a: Any, b: Any) -> bool:
     return Path(str(a)).resolve() == Path(str(b)).resolve()
 
 
@@ -67,9 +67,9 @@ def _check_done(part: Path, run: str | Path, data: str | Path, stage: str | None
     if (attrs.get("shard"), attrs.get("n_shards")) != (shard, n_shards):
         problems.append(f"it is shard {attrs.get('shard')}/{attrs.get('n_shards')}, "
                         f"not {shard}/{n_shards}")
-    if not _same_path(attrs.get("run"), run):
+    if not same_path(attrs.get("run"), run):
         problems.append(f"its run is {attrs.get('run')}, not {run}")
-    if not _same_path(attrs.get("data"), data):
+    if not same_path(attrs.get("data"), data):
         problems.append(f"its data is {attrs.get('data')}, not {data}")
     if stage is not None and attrs.get("stage") != stage:
         problems.append(f"its stage is {attrs.get('stage')}, not {stage}")
