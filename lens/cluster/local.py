@@ -99,9 +99,9 @@ def launch_here(prep: Prepared, p: Plan,
             if stage == "finetune":
                 folds = _drop_unpretrained(prep, folds, index)
             if prep.executor == "local":
-                _run_local_stage(prep, stage, folds, index, python or "", stop, notify)
+                _run_local_stage(prep, stage, folds, python or "", stop, notify)
             else:
-                _run_debug_stage(prep, stage, folds, index, stop, notify)
+                _run_debug_stage(prep, stage, folds, stop, notify)
             if stop.requested:
                 outcome.cancelled = True
                 break
@@ -141,7 +141,7 @@ def _finish_state(prep: Prepared, stage: str, fold: int, stopped: bool) -> str:
     return "CANCELLED" if stopped else "FAILED"
 
 
-def _run_local_stage(prep: Prepared, stage: str, folds: list[int], index: int, python: str,
+def _run_local_stage(prep: Prepared, stage: str, folds: list[int], python: str,
                      stop: _Stop, notify: Callable[[], None]) -> None:
     from lens.cluster import launch
 
@@ -188,7 +188,7 @@ def _terminate(job: Any) -> None:
         process.send_signal(signal.SIGTERM)
 
 
-def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], index: int, stop: _Stop,
+def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], stop: _Stop,
                      notify: Callable[[], None]) -> None:
     import traceback
 

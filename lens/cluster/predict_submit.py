@@ -400,8 +400,7 @@ def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: Shar
                 executor: str) -> PredictOutcome:
     """The shards here (local: submitit subprocesses, ``local_parallelism`` at a time;
     debug: in this process), then the merge here when every part is there."""
-    from lens.cluster.predict_tasks import MergeRunner
-    from lens.predict.shards import part_path
+    from lens.predict.shards import merge_parts, part_path
 
     profile = shard_profile(req.profile)
     logs = c.parts / "logs"
@@ -428,13 +427,8 @@ def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: Shar
                         "detail": f"{len(missing)} part(s) missing"}
         write_record(c.parts, record)
         return outcome
-    written = MergeRunner(str(c.pred), c.n_shards, c.n_boot)()
-    outcome.written = [Path(w) for w in written]
-    metrics = c.pred.with_name(c.pred.name + ".metrics.json")
-    if metrics.is_file():
-        import json
-
-        outcome.metrics = json.loads(metrics.read_text())
+    done = merge_parts(c.parts, c.n_shards, c.pred, n_boot=c.n_boot, force=True)
+    outcome.written, outcome.metrics = list(done.written), done.metrics
     sub["merge"] = {"job_id": None, "state": "COMPLETED"}
     write_record(c.parts, record)
     return outcome

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lens.cluster.launch import batch_executor
@@ -104,8 +103,3 @@ class MergeRunner:
             print(f"lens: merged {self.n_shards} parts: wrote {', '.join(written)}", flush=True)
         return written
 
-
-def part_exists(parts: str | Path, shard: int) -> bool:
-    from lens.predict.shards import part_path
-
-    return part_path(parts, shard).is_file()
