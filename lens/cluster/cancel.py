@@ -63,9 +63,10 @@ def cancel_prediction(parts: Path) -> list[str]:
     a `lens submit --stage predict` of this machine still running its shards here."""
     from lens.cluster import slurmcli
     from lens.cluster.predict_status import prediction_status
-    from lens.cluster.predict_submit import read_record
+    from lens.cluster.predict_submit import require_record
 
-    status = prediction_status(parts)
+    record = require_record(parts)
+    status = prediction_status(parts, record=record)
     done: list[str] = []
     active = [t for t in status.tasks if t.active and t.job_id]
     if active:
@@ -73,7 +74,7 @@ def cancel_prediction(parts: Path) -> list[str]:
         done += [f"scancel {t.job_id} ({'merge' if t.fold is None else f'shard {t.fold}'})"
                  for t in active]
     host = socket.gethostname()
-    for sub in (read_record(parts) or {}).get("submissions") or []:
+    for sub in record.get("submissions") or []:
         driver = sub.get("driver") or {}
         if driver.get("host") == host and process_alive(driver.get("pid")):
             _kill(driver["pid"])

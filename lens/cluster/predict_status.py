@@ -30,14 +30,13 @@ def parts_of(path: str | Path) -> Path | None:
 
 
 def prediction_status(parts: Path, *,
-                      query: Callable[[list[str]], dict[str, JobState]] | None = None
-                      ) -> RunStatus:
-    from lens.cluster.predict_submit import read_record
+                      query: Callable[[list[str]], dict[str, JobState]] | None = None,
+                      record: dict[str, Any] | None = None) -> RunStatus:
+    """``record``: PRED.parts/predict.json when the caller has read it already."""
+    from lens.cluster.predict_submit import require_record
     from lens.predict.shards import part_path
 
-    record = read_record(parts)
-    if record is None:
-        raise LensError(f"{parts}: no prediction record (predict.json)")
+    record = record if record is not None else require_record(parts)
     n = int(record["n_shards"])
     latest: dict[int, tuple[str, dict[str, Any]]] = {}  # shard -> (executor, submission)
     merge: dict[str, Any] | None = None
@@ -93,16 +92,14 @@ def _shard_row(shard: int, done: bool, latest: tuple[str, dict[str, Any]] | None
 
 def _merge_row(merge: dict[str, Any] | None, states: dict[str, JobState], parts: Path,
                n: int, done: set[int]) -> TaskStatus:
-    from lens.predict.shards import part_path
+    from lens.predict.shards import merged_after_parts
 
     pred_h5 = parts.with_name(parts.name[: -len(".parts")] + ".h5")
-    if len(done) == n and pred_h5.is_file():
-        newest = max(part_path(parts, i).stat().st_mtime_ns for i in done)
-        if pred_h5.stat().st_mtime_ns >= newest:
-            job = (merge or {}).get("job_id")
-            found = states.get(job) if job else None
-            return TaskStatus(MERGE, None, "COMPLETED", job, found.elapsed if found else None,
-                              detail=str(pred_h5))
+    if merged_after_parts(parts, pred_h5, done, n):
+        job = (merge or {}).get("job_id")
+        found = states.get(job) if job else None
+        return TaskStatus(MERGE, None, "COMPLETED", job, found.elapsed if found else None,
+                          detail=str(pred_h5))
     if merge is None:
         return TaskStatus(MERGE, None, "MISSING", detail="not submitted")
     job = merge.get("job_id")

@@ -159,6 +159,13 @@ def read_record(parts: Path) -> dict[str, Any] | None:
     return data
 
 
+def require_record(parts: Path) -> dict[str, Any]:
+    record = read_record(parts)
+    if record is None:
+        raise LensError(f"{parts}: no prediction record ({RECORD})")
+    return record
+
+
 def write_record(parts: Path, data: dict[str, Any]) -> None:
     data["updated"] = manifest.now()
     atomic.write_json(parts / RECORD, data)
@@ -280,7 +287,7 @@ def plan(c: Checked, record: dict[str, Any] | None, *, slurm: bool = True,
          query: Callable | None = None) -> ShardPlan:
     """Which shards run now: not those with a part, nor (``slurm``: asking sacct) those
     whose task of an earlier submission is still queued or running."""
-    from lens.predict.shards import part_path
+    from lens.predict.shards import merged_after_parts, part_path
 
     complete = {i for i in range(c.n_shards) if part_path(c.parts, i).is_file()}
     result = ShardPlan(run_now=[], complete=sorted(complete))
@@ -288,9 +295,7 @@ def plan(c: Checked, record: dict[str, Any] | None, *, slurm: bool = True,
         _live_jobs(record, query, result, complete)
     result.run_now = [i for i in range(c.n_shards)
                       if i not in complete and i not in result.active]
-    if len(complete) == c.n_shards and c.h5.is_file():
-        newest = max(part_path(c.parts, i).stat().st_mtime_ns for i in complete)
-        result.up_to_date = c.h5.stat().st_mtime_ns >= newest
+    result.up_to_date = merged_after_parts(c.parts, c.h5, complete, c.n_shards)
     if not result.run_now and result.merge_active is not None:
         result.stale_merges = []  # nothing new: the queued merge still does the job
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,15 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def part_path(out_dir: str | Path, shard: int) -> Path:
     return Path(out_dir) / f"part_{shard}.h5"
+
+
+def merged_after_parts(parts: Path, merged: Path, done: Collection[int], n_shards: int) -> bool:
+    """Every part is there (``done``: the shards with a part) and ``merged`` (PRED.h5) was
+    written after the newest of them."""
+    if len(done) != n_shards or not merged.is_file():
+        return False
+    newest = max(part_path(parts, i).stat().st_mtime_ns for i in done)
+    return merged.stat().st_mtime_ns >= newest
 
 
 def same_path(a: Any, b: Any) -> bool:
