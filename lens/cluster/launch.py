@@ -393,3 +393,13 @@ def make_local_executor(folder: Path, python: str, p: SlurmProfile) -> Any:
 def python_command(words: tuple[str, ...] | list[str], wrapper: Path | None = None) -> str:
     """The interpreter command submitit pastes in front of ``-u -m submitit.core._submit``."""
     return shlex.join(["bash", str(wrapper), *words] if wrapper else list(words))
+
+
+def task_python(profile: SlurmProfile, mounts: list[str], wrapper: Path | None = None, *,
+                gpus: bool | None = None) -> str:
+    """:func:`python_command` of a job's Python (in the profile's container, ``mounts``
+    bound), with the GPUs when the profile's tasks have them unless ``gpus`` says."""
+    from lens.cluster.jobs import python_prefix
+
+    use_gpus = profile.gpus_per_task > 0 if gpus is None else gpus
+    return python_command(python_prefix(profile, mounts, gpus=use_gpus), wrapper)

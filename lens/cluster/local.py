@@ -88,11 +88,7 @@ def launch_here(prep: Prepared, p: Plan,
     notify()
     python = None
     if prep.executor == "local":
-        from lens.cluster.jobs import python_prefix
-
-        mounts = [str(prep.data.parent), str(prep.run)]
-        python = launch.python_command(python_prefix(profile, mounts,
-                                                     gpus=profile.gpus_per_task > 0))
+        python = launch.task_python(profile, [str(prep.data.parent), str(prep.run)])
     with _Stop() as stop:
         for stage in prep.stages:
             folds = list(p.folds[stage])
@@ -207,7 +203,7 @@ def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], stop: _Stop,
         try:
             executor.submit(task_runner(prep, stage, fold)).result()
         except Exception as exc:  # a failed fold is reported, the others still run
-            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            detail = error_line(exc)
             traceback.print_exc()
         _update(prep, stage, fold, state=_finish_state(prep, stage, fold, stop.requested),
                 elapsed_s=time.monotonic() - started, detail=detail)
@@ -218,3 +214,8 @@ def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], stop: _Stop,
 def _update(prep: Prepared, stage: str, fold: int, **changes: Any) -> None:
     entry = manifest.fold_jobs(prep.manifest, stage).get(fold, {})
     manifest.set_fold_job(prep.manifest, stage, fold, {**entry, **changes})
+
+
+def error_line(exc: BaseException) -> str:
+    """An error in one short line, for a task's record."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -343,7 +343,6 @@ def _submission(req: PredictRequest, executor: str, p: ShardPlan) -> dict[str, A
 def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: ShardPlan
                  ) -> PredictOutcome:
     from lens.cluster import launch, slurmcli
-    from lens.cluster.jobs import python_prefix
     from lens.cluster.predict_tasks import MergeRunner
 
     profile = shard_profile(req.profile)
@@ -358,8 +357,7 @@ def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: Sha
         if p.run_now:
             wrapper = launch.write_wrapper(logs, profile.max_requeues)
             mounts = [str(c.data.parent), str(c.run), str(c.pred.parent)]
-            python = launch.python_command(
-                python_prefix(profile, mounts, gpus=profile.gpus_per_task > 0), wrapper)
+            python = launch.task_python(profile, mounts, wrapper)
             params = launch.array_parameters(profile, "predict")
             executor = launch.make_slurm_executor(logs / "predict", python, params,
                                                   profile.max_requeues)
@@ -370,8 +368,7 @@ def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: Sha
             waits.append(outcome.array_job)
             sub["array"] = {"job_id": outcome.array_job, "shards": list(p.run_now),
                             "logs": str(logs / "predict")}
-        python = launch.python_command(python_prefix(profile, [str(c.pred.parent)],
-                                                     gpus=False))
+        python = launch.task_python(profile, [str(c.pred.parent)], gpus=False)
         params = launch.report_parameters(profile)
         params["job_name"] = "lens-predict-merge"
         if waits:
@@ -442,13 +439,11 @@ def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: Shar
 def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
                ) -> dict[int, str]:
     from lens.cluster import launch
-    from lens.cluster.jobs import python_prefix
     from lens.cluster.local import local_parallelism
     from lens.predict.shards import part_path
 
     mounts = [str(c.data.parent), str(c.run), str(c.pred.parent)]
-    python = launch.python_command(python_prefix(profile, mounts,
-                                                 gpus=profile.gpus_per_task > 0))
+    python = launch.task_python(profile, mounts)
     executor = launch.make_local_executor(logs, python, profile)
     width = local_parallelism(profile)
     queue, running, failed = list(shards), {}, {}
@@ -477,13 +472,15 @@ def _run_debug(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
 
     import submitit
 
+    from lens.cluster.local import error_line
+
     executor = submitit.DebugExecutor(folder=logs)
     failed = {}
     for shard in shards:
         try:
             executor.submit(_runner(c, shard, profile)).result()
         except Exception as exc:  # a failed shard is reported, the others still run
-            failed[shard] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            failed[shard] = error_line(exc)
             traceback.print_exc()
     return failed
 

@@ -324,16 +324,14 @@ def _finetune_groups(p: Plan, pretrain_job: str | None) -> list[tuple[list[int],
 
 def launch_slurm(prep: Prepared, p: Plan) -> Outcome:
     from lens.cluster import launch, slurmcli
-    from lens.cluster.jobs import python_prefix
 
     profile = prep.request.profile
     logs = prep.run / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     wrapper = launch.write_wrapper(logs, profile.max_requeues)
     mounts = [str(prep.data.parent), str(prep.run)]
-    train_python = launch.python_command(
-        python_prefix(profile, mounts, gpus=profile.gpus_per_task > 0), wrapper)
-    report_python = launch.python_command(python_prefix(profile, [str(prep.run)], gpus=False))
+    train_python = launch.task_python(profile, mounts, wrapper)
+    report_python = launch.task_python(profile, [str(prep.run)], gpus=False)
     index = record_inputs(prep)
     submission = prep.manifest["submissions"][index]
     outcome = Outcome(prep.run, "slurm", plan=p)
