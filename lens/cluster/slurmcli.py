@@ -95,6 +95,18 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
     return states
 
 
+def squeue_states(job_ids: Iterable[str]) -> dict[str, JobState]:
+    """slurmctld's view of queued and running jobs, one entry per array task (no exit code
+    or times: only sacct has those)."""
+    out = run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%M"])
+    states: dict[str, JobState] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = JobState(parts[0], parts[1], 0, 0, parts[2], "", "")
+    return states
+
+
 def wait_finished(
     job_ids: Iterable[str], *, expected: int | None = None, timeout: float = 300,
     poll: float = 1.0,

@@ -103,14 +103,9 @@ def slurm_query(ids: list[str]) -> dict[str, JobState]:
     missing = [i for i in ids if i not in known]
     if missing:
         try:
-            out = slurmcli.run(["squeue", "-h", "-r", "-j", ",".join(missing),
-                                "-o", "%i|%T|%M"])
+            states.update(slurmcli.squeue_states(missing))
         except LensError:
-            out = ""
-        for line in out.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                states[parts[0]] = JobState(parts[0], parts[1], 0, 0, parts[2], "", "")
+            pass
     return states
 
 
