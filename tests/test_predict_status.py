@@ -81,3 +81,26 @@ def test_cancel_stops_only_the_unfinished_jobs_of_a_prediction(tmp_path, monkeyp
                                                "its task ended without leaving its part")
     out = capsys.readouterr().out
     assert "scancel 100_1 (shard 1)" in out and "scancel 101 (merge)" in out
+
+
+def test_cancel_signals_only_a_lens_driver_with_shards_to_run(tmp_path):
+    """The recorded driver pid gets SIGTERM only while its shards are unfinished and the pid
+    is still a lens process: a finished driver's pid, now another program's, is spared."""
+    import socket
+    import subprocess
+
+    from lens.cluster.cancel import cancel_prediction
+
+    other = subprocess.Popen(["sleep", "60"])  # a process that reuses the driver's pid
+    try:
+        driver = {"pid": other.pid, "host": socket.gethostname()}
+        for states in ({"0": "COMPLETED", "1": "FAILED", "2": "CANCELLED"},
+                       {"0": "COMPLETED", "1": "RUNNING", "2": "PENDING"}):
+            parts = tmp_path / f"p{len(list(tmp_path.iterdir()))}.parts"
+            _record(parts, [{"executor": "local", "driver": driver, "array": {
+                "job_id": None, "shards": [0, 1, 2], "states": states}}])
+            assert cancel_prediction(parts) == []
+            assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()

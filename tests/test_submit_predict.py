@@ -16,6 +16,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -383,6 +384,56 @@ def test_a_failed_shard_is_reported_and_not_merged(trained, tmp_path, monkeypatc
     assert list(outcome.failed) == [1] and "shard 1 broke" in outcome.failed[1]
     assert not (tmp_path / "p.h5").exists() and not outcome.written
     assert record(tmp_path / "p")["submissions"][0]["merge"]["state"] == "NOT RUN"
+
+
+def _processes_with(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_local_prediction_and_its_running_shard(trained, tmp_path):
+    """`lens cancel PRED` while `lens submit --stage predict --executor local` runs a shard:
+    the shard is stopped (no orphan keeps predicting), the next never starts, no part is
+    left, the driver exits 130 and the record says CANCELLED."""
+    _, run, _ = trained
+    big = make_packed(tmp_path / "big.h5", n=200_000, n_test=0, n_folds=0, size=16)
+    pred = tmp_path / "p"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "lens", *submit_args(run, big, "--shards", "2", "--pred",
+                                                    str(pred)),
+         "--executor", "local", "--array-parallelism", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        states: dict = {}
+        while states.get("0") != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if (pred.parent / "p.parts" / RECORD).is_file():
+                states = record(pred)["submissions"][-1]["array"]["states"]
+        assert states.get("0") == "RUNNING", driver.stderr.read() if driver.poll() else ""
+        assert _processes_with(str(pred.parent / "p.parts" / "logs"))  # the shard runs
+        cancelled = subprocess.run([sys.executable, "-m", "lens", "cancel", str(pred)],
+                                   capture_output=True, text=True, timeout=60)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert f"SIGTERM to lens submit (pid {driver.pid})" in cancelled.stdout
+        _, err = driver.communicate(timeout=120)
+        assert driver.returncode == 130, err
+        assert "cancelled; submit the same command again to run the missing shards" in err
+    finally:
+        driver.kill()
+    assert not _processes_with(str(pred.parent / "p.parts" / "logs"))
+    sub = record(pred)["submissions"][-1]
+    assert sub["array"]["states"] == {"0": "CANCELLED", "1": "CANCELLED"}
+    assert sub["merge"]["state"] == "NOT RUN"
+    assert not list((pred.parent / "p.parts").glob("part_*")) and not (tmp_path / "p.h5").exists()
 
 
 def test_generate_writes_the_scripts_into_the_parts_folder(trained, tmp_path):

@@ -76,7 +76,11 @@ def cancel_prediction(parts: Path) -> list[str]:
     host = socket.gethostname()
     for sub in record.get("submissions") or []:
         driver = sub.get("driver") or {}
-        if driver.get("host") == host and process_alive(driver.get("pid")):
+        shards = ((sub.get("array") or {}).get("states") or {}).values()
+        unfinished = any(state in ("PENDING", "RUNNING") for state in shards)
+        # a driver of this machine still running its shards (not a recycled pid)
+        if driver.get("host") == host and unfinished and \
+                process_alive(driver.get("pid"), "lens"):
             _kill(driver["pid"])
             done.append(f"SIGTERM to lens submit (pid {driver['pid']})")
     return done

@@ -24,7 +24,7 @@ from lens.cluster.profiles import SlurmProfile
 from lens.cluster.submit import Outcome, Plan, Prepared, record_inputs, task_runner
 
 
-class _Stop:
+class StopRequest:
     """SIGTERM (lens cancel) or Ctrl-C to the driver: stop starting tasks, stop the running
     ones (they checkpoint), record them CANCELLED."""
 
@@ -32,7 +32,7 @@ class _Stop:
         self.requested = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _Stop:
+    def __enter__(self) -> StopRequest:
         import threading
 
         if threading.current_thread() is threading.main_thread():
@@ -89,7 +89,7 @@ def launch_here(prep: Prepared, p: Plan,
     python = None
     if prep.executor == "local":
         python = launch.task_python(profile, [str(prep.data.parent), str(prep.run)])
-    with _Stop() as stop:
+    with StopRequest() as stop:
         for stage in prep.stages:
             folds = list(p.folds[stage])
             if stage == "finetune":
@@ -138,7 +138,7 @@ def _finish_state(prep: Prepared, stage: str, fold: int, stopped: bool) -> str:
 
 
 def _run_local_stage(prep: Prepared, stage: str, folds: list[int], python: str,
-                     stop: _Stop, notify: Callable[[], None]) -> None:
+                     stop: StopRequest, notify: Callable[[], None]) -> None:
     from lens.cluster import launch
 
     profile = prep.request.profile
@@ -151,7 +151,7 @@ def _run_local_stage(prep: Prepared, stage: str, folds: list[int], python: str,
         if stop.requested and not signalled:  # checkpoint and stop: SIGTERM to each task
             signalled = True
             for job, _ in running.values():
-                _terminate(job)
+                terminate(job)
             for fold in queue:
                 _update(prep, stage, fold, state="CANCELLED", detail="cancelled before it started")
             queue.clear()
@@ -177,14 +177,14 @@ def _run_local_stage(prep: Prepared, stage: str, folds: list[int], python: str,
             time.sleep(0.5)
 
 
-def _terminate(job: Any) -> None:
+def terminate(job: Any) -> None:
     """SIGTERM to submitit's local controller, which forwards it to every rank."""
     process = getattr(job, "_process", None)
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)
 
 
-def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], stop: _Stop,
+def _run_debug_stage(prep: Prepared, stage: str, folds: list[int], stop: StopRequest,
                      notify: Callable[[], None]) -> None:
     import traceback
 

@@ -87,6 +87,9 @@ def submit(*, run: Path | None, data: Path, shards: int | None, pred: Path | Non
         if wait and (outcome.merge_job or outcome.plan.merge_active):
             _wait(outcome)
         return
+    if outcome.cancelled:
+        raise LensError(f"cancelled; submit the same command again to run the missing shards "
+                        f"({c.parts})", exit_code=130)
     if outcome.failed:
         listed = "; ".join(f"shard {s}: {why}" for s, why in sorted(outcome.failed.items())[:10])
         raise LensError(f"{len(outcome.failed)} of {c.n_shards} shard(s) have no part "

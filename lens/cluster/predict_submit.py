@@ -43,6 +43,7 @@ from lens.errors import LensError
 from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
 
 if TYPE_CHECKING:
+    from lens.cluster.local import StopRequest
     from lens.predict.output import Outputs
 
 RECORD = "predict.json"
@@ -317,6 +318,7 @@ class PredictOutcome:
     written: list[Path] = field(default_factory=list)  # local, debug: the merged files
     metrics: dict[str, Any] | None = None
     failed: dict[int, str] = field(default_factory=dict)  # local, debug: shard -> why
+    cancelled: bool = False  # local, debug: stopped by SIGTERM (lens cancel) or Ctrl-C
 
 
 def shard_profile(p: SlurmProfile) -> SlurmProfile:
@@ -401,7 +403,10 @@ def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: Sha
 def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: ShardPlan,
                 executor: str) -> PredictOutcome:
     """The shards here (local: submitit subprocesses, ``local_parallelism`` at a time;
-    debug: in this process), then the merge here when every part is there."""
+    debug: in this process), then the merge here when every part is there. SIGTERM (`lens
+    cancel PRED`) or Ctrl-C stops the running shards (they drop their parts) and starts no
+    more; the outcome says ``cancelled``."""
+    from lens.cluster.local import StopRequest
     from lens.predict.shards import merge_parts, part_path
 
     profile = shard_profile(req.profile)
@@ -415,12 +420,20 @@ def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: Shar
                     "logs": str(logs / "predict")}
     record["submissions"].append(sub)
     write_record(c.parts, record)
+
+    def mark(shard: int, state: str) -> None:
+        states[str(shard)] = state
+        write_record(c.parts, record)
+
     if p.run_now:
         run = _run_local if executor == "local" else _run_debug
-        outcome.failed = run(c, profile, p.run_now, logs / "predict")
-        for s in p.run_now:
-            states[str(s)] = "FAILED" if s in outcome.failed else "COMPLETED"
+        with StopRequest() as stop:
+            outcome.failed = run(c, profile, p.run_now, logs / "predict", stop, mark)
+        outcome.cancelled = stop.requested
+    if outcome.cancelled:
+        sub["merge"] = {"job_id": None, "state": "NOT RUN", "detail": "cancelled"}
         write_record(c.parts, record)
+        return outcome
     missing = [i for i in range(c.n_shards) if not part_path(c.parts, i).is_file()]
     for i in missing:
         outcome.failed.setdefault(i, "no part written")
@@ -436,10 +449,13 @@ def launch_here(c: Checked, req: PredictRequest, record: dict[str, Any], p: Shar
     return outcome
 
 
-def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
-               ) -> dict[int, str]:
+Mark = Callable[[int, str], None]  # record a shard's state: (shard, state)
+
+
+def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path,
+               stop: StopRequest, mark: Mark) -> dict[int, str]:
     from lens.cluster import launch
-    from lens.cluster.local import local_parallelism
+    from lens.cluster.local import local_parallelism, terminate
     from lens.predict.shards import part_path
 
     mounts = [str(c.data.parent), str(c.run), str(c.pred.parent)]
@@ -447,16 +463,28 @@ def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
     executor = launch.make_local_executor(logs, python, profile)
     width = local_parallelism(profile)
     queue, running, failed = list(shards), {}, {}
+    signalled = False
     try:
         while queue or running:
+            if stop.requested and not signalled:  # SIGTERM to each shard: it drops its part
+                signalled = True
+                for job in running.values():
+                    terminate(job)
+                for shard in queue:
+                    mark(shard, "CANCELLED")
+                queue.clear()
             while queue and len(running) < width:
                 shard = queue.pop(0)
                 running[shard] = executor.submit(_runner(c, shard, profile))
+                mark(shard, "RUNNING")
             finished = [s for s, job in running.items() if job.done()]
             for shard in finished:
                 job = running.pop(shard)
-                if not part_path(c.parts, shard).is_file():
+                if part_path(c.parts, shard).is_file():
+                    mark(shard, "COMPLETED")
+                else:
                     failed[shard] = str(job.paths.stdout)
+                    mark(shard, "CANCELLED" if stop.requested else "FAILED")
             if not finished:
                 time.sleep(0.2)
     except BaseException:  # Ctrl-C: stop the shards still running (they drop their parts)
@@ -466,8 +494,8 @@ def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
     return failed
 
 
-def _run_debug(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
-               ) -> dict[int, str]:
+def _run_debug(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path,
+               stop: StopRequest, mark: Mark) -> dict[int, str]:
     import traceback
 
     import submitit
@@ -477,11 +505,16 @@ def _run_debug(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path
     executor = submitit.DebugExecutor(folder=logs)
     failed = {}
     for shard in shards:
+        if stop.requested:
+            mark(shard, "CANCELLED")
+            continue
+        mark(shard, "RUNNING")
         try:
             executor.submit(_runner(c, shard, profile)).result()
         except Exception as exc:  # a failed shard is reported, the others still run
             failed[shard] = error_line(exc)
             traceback.print_exc()
+        mark(shard, "FAILED" if shard in failed else "COMPLETED")
     return failed
 
 
