@@ -514,6 +514,18 @@ def test_a_signal_while_the_task_starts_is_a_requeue_not_a_failure(tmp_path):
     assert result["restarts"] == 1 and result["epochs"] == 2
 
 
+def cancel_driver(driver: subprocess.Popen, target: Path) -> str:
+    """`lens cancel TARGET` while ``driver`` (a local `lens submit`) runs: it is signalled
+    and exits 130; its stderr."""
+    cancelled = subprocess.run([sys.executable, "-m", "lens", "cancel", str(target)],
+                               capture_output=True, text=True, timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"SIGTERM to lens submit (pid {driver.pid})" in cancelled.stdout
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    return err
+
+
 @pytest.mark.slow
 def test_cancel_stops_a_local_run(tmp_path):
     """`lens cancel` on a run that `lens submit --executor local` is driving: the running
@@ -532,12 +544,7 @@ def test_cancel_stops_a_local_run(tmp_path):
             time.sleep(0.5)
         assert metrics.exists(), driver.stderr.read() if driver.poll() is not None else ""
         controller = int(manifest.read(run)["jobs"]["classify"]["0"]["job_id"])
-        cancelled = subprocess.run([sys.executable, "-m", "lens", "cancel", str(run)],
-                                   capture_output=True, text=True, timeout=60)
-        assert cancelled.returncode == 0, cancelled.stderr
-        assert f"SIGTERM to lens submit (pid {driver.pid})" in cancelled.stdout
-        _, err = driver.communicate(timeout=120)
-        assert driver.returncode == 130, err
+        err = cancel_driver(driver, run)
         assert "cancelled; submit the same command again to resume" in err
     finally:
         driver.kill()

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_submit import TINY, lens, sbatch_option, sbatch_scripts
+from test_submit import TINY, cancel_driver, lens, sbatch_option, sbatch_scripts
 from test_submit import fake_slurm as fake_slurm  # noqa: F401 (the fixture)
 from test_train_data import make_packed
 from typer.testing import CliRunner
@@ -420,12 +420,7 @@ def test_cancel_stops_a_local_prediction_and_its_running_shard(trained, tmp_path
                 states = record(pred)["submissions"][-1]["array"]["states"]
         assert states.get("0") == "RUNNING", driver.stderr.read() if driver.poll() else ""
         assert _processes_with(str(pred.parent / "p.parts" / "logs"))  # the shard runs
-        cancelled = subprocess.run([sys.executable, "-m", "lens", "cancel", str(pred)],
-                                   capture_output=True, text=True, timeout=60)
-        assert cancelled.returncode == 0, cancelled.stderr
-        assert f"SIGTERM to lens submit (pid {driver.pid})" in cancelled.stdout
-        _, err = driver.communicate(timeout=120)
-        assert driver.returncode == 130, err
+        err = cancel_driver(driver, pred)
         assert "cancelled; submit the same command again to run the missing shards" in err
     finally:
         driver.kill()
