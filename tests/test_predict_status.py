@@ -104,3 +104,22 @@ def test_cancel_signals_only_a_lens_driver_with_shards_to_run(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_shards_of_a_local_driver_that_has_ended_show_interrupted(tmp_path):
+    """Recorded RUNNING or PENDING, but the `lens submit` that ran them is gone (kill -9):
+    INTERRUPTED, not a state that never changes."""
+    import socket
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    parts = tmp_path / "survey.parts"
+    _record(parts, [{"executor": "local", "driver": {"pid": ended.pid,
+                                                     "host": socket.gethostname()},
+                     "array": {"job_id": None, "shards": [0, 1, 2],
+                               "states": {"0": "COMPLETED", "1": "RUNNING", "2": "PENDING"}}}])
+    (parts / "part_0.h5").write_bytes(b"")
+    shards = prediction_status(parts).tasks[:3]
+    assert [t.state for t in shards] == ["COMPLETED", "INTERRUPTED", "INTERRUPTED"]
+    assert shards[1].detail == "the `lens submit` process that ran it has ended"

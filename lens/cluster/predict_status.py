@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lens.cluster.slurmcli import JobState
-from lens.cluster.status import RunStatus, TaskStatus, sacct_states
+from lens.cluster.status import ACTIVE_STATES, RunStatus, TaskStatus, driver_alive, sacct_states
 from lens.errors import LensError
 
 SHARD, MERGE = "predict", "merge"
@@ -86,7 +86,10 @@ def _shard_row(shard: int, done: bool, latest: tuple[str, dict[str, Any]] | None
     recorded = ((sub.get("array") or {}).get("states") or {}).get(str(shard))
     state = "COMPLETED" if done else (recorded if recorded not in (None, "COMPLETED")
                                       else "INCOMPLETE")
-    return TaskStatus(SHARD, shard, state, detail=f"{executor} executor",
+    detail = f"{executor} executor"
+    if state in ACTIVE_STATES and driver_alive(sub) is False:
+        state, detail = "INTERRUPTED", "the `lens submit` process that ran it has ended"
+    return TaskStatus(SHARD, shard, state, detail=detail,
                       log=None if done else str(parts / "logs"))
 
 

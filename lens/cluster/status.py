@@ -153,7 +153,13 @@ def local_driver_alive(data: dict[str, Any], submission: int | None) -> bool | N
     subs = data.get("submissions") or []
     if submission is None or not 0 <= submission < len(subs):
         return False
-    driver = subs[submission].get("driver") or {}
+    return driver_alive(subs[submission])
+
+
+def driver_alive(submission: dict[str, Any]) -> bool | None:
+    """Whether the process recorded as a submission's ``driver`` still runs; None when it
+    ran on another host."""
+    driver = submission.get("driver") or {}
     if driver.get("host") != socket.gethostname():
         return None
     return process_alive(driver.get("pid"))
