@@ -163,11 +163,17 @@ def shard_resources(p: SlurmProfile) -> Resources:
     )
 
 
+def shard_mounts(*, data: str, run: str, pred: str) -> list[str]:
+    """The folders a shard must see inside the container: the data's, the run's models and
+    PRED's (where it writes its part)."""
+    return [os.path.dirname(data), run, os.path.dirname(pred)]
+
+
 def predict_scripts(*, run: str, data: str, pred: str, n_shards: int, stage: str | None,
                     batch_size: int, n_boot: int, profile: SlurmProfile) -> Scripts:
     """predict.sbatch, merge.sbatch and the submit.sh that chains them (paths absolute:
     the jobs may start in another directory)."""
-    mounts = [os.path.dirname(data), run, os.path.dirname(pred)]
+    mounts = shard_mounts(data=data, run=run, pred=pred)
     shard_py = python_prefix(profile, mounts, gpus=profile.gpus_per_task > 0)
     merge_py = python_prefix(profile, [os.path.dirname(pred)], gpus=False)
     shards = render_shard_script(ShardArrayJob(

@@ -96,6 +96,12 @@ class Checked:
     def h5(self) -> Path:
         return self.outs.h5
 
+    @property
+    def mounts(self) -> list[str]:
+        from lens.cluster.predict_scripts import shard_mounts
+
+        return shard_mounts(data=str(self.data), run=str(self.run), pred=str(self.pred))
+
 
 def default_pred(run: Path, data: Path) -> Path:
     return run / "predict" / data.stem
@@ -358,8 +364,7 @@ def launch_slurm(c: Checked, req: PredictRequest, record: dict[str, Any], p: Sha
         waits = list(p.active_arrays)
         if p.run_now:
             wrapper = launch.write_wrapper(logs, profile.max_requeues)
-            mounts = [str(c.data.parent), str(c.run), str(c.pred.parent)]
-            python = launch.task_python(profile, mounts, wrapper)
+            python = launch.task_python(profile, c.mounts, wrapper)
             params = launch.array_parameters(profile, "predict")
             executor = launch.make_slurm_executor(logs / "predict", python, params,
                                                   profile.max_requeues)
@@ -458,8 +463,7 @@ def _run_local(c: Checked, profile: SlurmProfile, shards: list[int], logs: Path,
     from lens.cluster.local import local_parallelism, terminate
     from lens.predict.shards import part_path
 
-    mounts = [str(c.data.parent), str(c.run), str(c.pred.parent)]
-    python = launch.task_python(profile, mounts)
+    python = launch.task_python(profile, c.mounts)
     executor = launch.make_local_executor(logs, python, profile)
     width = local_parallelism(profile)
     queue, running, failed = list(shards), {}, {}
