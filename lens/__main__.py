@@ -1,3 +1,3 @@
-from lens.cli import main
+from lens.cli import run
 
-main()
+run()

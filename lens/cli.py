@@ -13,6 +13,7 @@ import typer
 
 from lens import __version__
 from lens.errors import LensError
+from lens.interrupts import ignore_late_notices
 
 # Order is the order of `lens --help`: data, then training, then the cluster, then results.
 COMMANDS = [
@@ -65,8 +66,18 @@ for _name in COMMANDS:
     _module.register(app)
 
 
+def run() -> None:
+    """The `lens` program (console script, ``python -m lens``): :func:`main`, and then no
+    late SIGUSR2 can change its exit code while the process ends."""
+    try:
+        main()
+    finally:
+        ignore_late_notices()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: LensError becomes a one-line message and a non-zero exit."""
+    """The command line in this process: LensError becomes a one-line message and a
+    non-zero exit."""
     try:
         code = app(args=argv, standalone_mode=False)
     except LensError as exc:

@@ -1,5 +1,6 @@
-"""Signals that stop a command: a Ctrl-C that is never lost, and SIGUSR2/SIGTERM that
-unwind a task (so its temporary files are removed) instead of killing it.
+"""Signals that stop a command: a Ctrl-C that is never lost, SIGUSR2/SIGTERM that unwind a
+task (so its temporary files are removed) instead of killing it, and a SIGUSR2 that comes
+too late to matter (:func:`ignore_late_notices`).
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be.
 If that is inside a weakref callback or a ``__del__`` (h5py and multiprocessing run such
@@ -74,3 +75,15 @@ def stop_on_signals(active: bool = True) -> Iterator[None]:
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+def ignore_late_notices() -> None:
+    """The work is over (done, or checkpointed and exiting 75): ignore SIGUSR2 from now on.
+
+    Slurm's time-limit notice may come while the process ends. Python resets its own handlers
+    to the default as it shuts down, and SIGUSR2's default ends the process (exit 140): a task
+    whose result is written would be reported FAILED, one that checkpointed not requeued.
+    SIGTERM keeps its handler: a cancel still cancels.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)

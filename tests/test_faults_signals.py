@@ -78,3 +78,79 @@ def test_usr2_when_nothing_is_left_to_train_is_ignored(data_file, tmp_path):
     late = train(data_file, run, usr2_after=1.0)
     assert late.returncode == 0, (late.returncode, late.stderr)
     assert (run / "classify" / "fold_0" / "result.json").stat().st_mtime_ns == before
+
+
+# ---- a SIGUSR2 while the process ends -------------------------------------------------------
+
+# Slurm's notice comes 0.5 s after the work is over, while the interpreter shuts down (here
+# it takes 1.5 s, as it may after torch). Python then resets its own handlers to the default.
+LATE_NOTICE = """
+import atexit, os, subprocess, sys, time
+
+class SlowExit:
+    def __del__(self, sleep=time.sleep):  # no global lookups: module dicts are being wiped
+        sleep(1.5)
+
+slow_exit = SlowExit()
+atexit.register(lambda: subprocess.Popen(["sh", "-c", f"sleep 0.5; kill -USR2 {os.getpid()}"]))
+FAKE = {"stage": "classify", "fold": 0, "epochs": 1, "wall_time_s": 0.1, "metrics": {}}
+"""
+
+# A Python handler does not protect the end of the process: the harness can fail.
+CONTROL = "import signal\nsignal.signal(signal.SIGUSR2, lambda *a: None)\n"
+
+# What a generated sbatch script runs: `lens train` (the work itself is faked).
+TRAIN_CLI = """
+import runpy
+import lens.train.task as task
+task.run_task = lambda spec: FAKE
+sys.argv = ["lens", "train", "--stage", "classify", "--data", sys.argv[1], "--fold", "0",
+            "--out", sys.argv[2]]
+runpy.run_module("lens", run_name="__main__")  # python -m lens train ...
+"""
+
+# What `lens submit` runs under submitit: a training task, a prediction shard.
+TASK = """
+import lens.train.task as task
+from lens.cluster.launch import TaskRunner
+task.run_task = lambda spec: FAKE
+TaskRunner("classify", sys.argv[1], 0, sys.argv[2])()
+"""
+
+SHARD = """
+import lens.predict.output as output
+import lens.predict.shards as shards
+from lens.cluster.predict_tasks import ShardRunner
+shards.predict_shard = lambda *args, **kwargs: sys.argv[2] + "/part_0.h5"
+output.read_attrs = lambda part: {"start": 0, "stop": 8, "data_n": 8}
+ShardRunner(sys.argv[2], sys.argv[1], sys.argv[2], 0, 1, "classify")()
+"""
+
+SUBMITIT_LOCAL = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "1",
+                  "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_GLOBALID": "0",
+                  "SUBMITIT_LOCAL_LOCALID": "0", "SUBMITIT_LOCAL_NODEID": "0",
+                  "SUBMITIT_LOCAL_JOB_NUM_NODES": "1"}
+
+
+def ends_with_a_late_notice(script: str, data: Path, out: Path, env: dict | None = None
+                            ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-c", LATE_NOTICE + script, str(data), str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_harness_delivers_the_notice_while_python_shuts_down(tmp_path):
+    proc = ends_with_a_late_notice(CONTROL, tmp_path / "d.h5", tmp_path)
+    assert proc.returncode == -signal.SIGUSR2, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize(("script", "env", "said"), [
+    (TRAIN_CLI, None, "classify fold 0: done (1 epoch, 0.1 s)"),
+    (TASK, SUBMITIT_LOCAL, "lens: classify fold 0: done (1 epoch, 0.1 s)"),
+    (SHARD, SUBMITIT_LOCAL, "lens: shard 0/1: rows 0..7 of 8"),
+], ids=["lens-train", "submitit-task", "submitit-shard"])
+def test_a_finished_task_is_not_killed_by_a_late_notice(data_file, tmp_path, script, env, said):
+    """Exit 140 here would make Slurm report a task whose result is written as FAILED."""
+    proc = ends_with_a_late_notice(script, data_file, tmp_path, env)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert said in proc.stdout

@@ -18,7 +18,8 @@ the rank runs inside an Apptainer image (where scontrol usually is missing). A S
 starts again with the same pickle and resumes from checkpoint.pt; its ``restarts`` count
 grows by one. ``TaskRunner.checkpoint()`` returns a DelayedSubmission of itself, so
 submitit's own USR2 path (its handler is active only for the instants before ``__call__``
-starts) requeues the same task too.
+starts) requeues the same task too. Once ``__call__`` ends, SIGUSR2 is ignored: a notice
+that comes as the process exits must neither requeue a finished task nor kill it (exit 140).
 """
 
 from __future__ import annotations
@@ -70,16 +71,17 @@ def _record_signals(active: bool) -> Iterator[_SignalRecord]:
     if not active or threading.current_thread() is not threading.main_thread():
         yield record
         return
+    from lens.interrupts import ignore_late_notices
     from lens.train.signals import remember_early_requests
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    previous = signal.getsignal(signal.SIGTERM)
     remember_early_requests()  # SIGUSR2: handed to the training loop
     signal.signal(signal.SIGTERM, record.handler)
     try:
         yield record
     finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
+        signal.signal(signal.SIGTERM, previous)
+        ignore_late_notices()  # not submitit's handler: it would requeue a finished task
 
 
 def batch_executor() -> str | None:

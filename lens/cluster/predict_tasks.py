@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lens.cluster.launch import batch_executor
 from lens.cluster.requeue import EX_TEMPFAIL
 from lens.errors import LensError
-from lens.interrupts import Stopped, stop_on_signals
+from lens.interrupts import Stopped, ignore_late_notices, stop_on_signals
 from lens.predict.settings import DEFAULT_BATCH, DEFAULT_N_BOOT
 
 
@@ -43,23 +44,12 @@ class ShardRunner:
     threads: int | None = None
 
     def __call__(self) -> str:
-        from lens.predict.shards import predict_shard
-
         batch = batch_executor()
-        with stop_on_signals(batch is not None):
-            try:
-                if batch is not None and self.threads and "OMP_NUM_THREADS" not in os.environ:
-                    import torch
-
-                    torch.set_num_threads(self.threads)
-                part = predict_shard(self.run, self.data, self.shard, self.n_shards,
-                                     self.parts, stage=self.stage, batch_size=self.batch_size)
-            except Stopped as exc:
-                if batch is None:
-                    raise
-                print(f"lens: shard {self.shard}/{self.n_shards}: {exc}; its part was not "
-                      "written", file=sys.stderr, flush=True)
-                raise SystemExit(EX_TEMPFAIL) from None
+        try:
+            part = self._predict(batch is not None)
+        finally:  # not submitit's handler: it would requeue a finished shard
+            if batch is not None:
+                ignore_late_notices()
         if batch is not None:
             from lens.predict.output import read_attrs
 
@@ -67,6 +57,24 @@ class ShardRunner:
             print(f"lens: shard {self.shard}/{self.n_shards}: rows {attrs['start']}.."
                   f"{attrs['stop'] - 1} of {attrs['data_n']} in {part}", flush=True)
         return str(part)
+
+    def _predict(self, batch: bool) -> Path:
+        from lens.predict.shards import predict_shard
+
+        with stop_on_signals(batch):
+            try:
+                if batch and self.threads and "OMP_NUM_THREADS" not in os.environ:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
+                return predict_shard(self.run, self.data, self.shard, self.n_shards,
+                                     self.parts, stage=self.stage, batch_size=self.batch_size)
+            except Stopped as exc:
+                if not batch:
+                    raise
+                print(f"lens: shard {self.shard}/{self.n_shards}: {exc}; its part was not "
+                      "written", file=sys.stderr, flush=True)
+                raise SystemExit(EX_TEMPFAIL) from None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's preemption hook: run the same shard again."""
