@@ -95,9 +95,10 @@ def _shard_row(shard: int, done: bool, latest: tuple[str, dict[str, Any]] | None
 
 def _merge_row(merge: dict[str, Any] | None, states: dict[str, JobState], parts: Path,
                n: int, done: set[int]) -> TaskStatus:
+    from lens.predict.output import Outputs
     from lens.predict.shards import merged_after_parts
 
-    pred_h5 = parts.with_name(parts.name[: -len(".parts")] + ".h5")
+    pred_h5 = Outputs(parts.with_suffix("")).h5  # PRED.parts -> PRED.h5
     if merged_after_parts(parts, pred_h5, done, n):
         job = (merge or {}).get("job_id")
         found = states.get(job) if job else None
